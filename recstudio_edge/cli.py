@@ -1,0 +1,115 @@
+"""Command line: ``python run.py -m=<Model> -d=<dataset> [--key=value ...]``.
+
+Tasks: ``train`` (fit, pick the best checkpoint on the validation metric, test it),
+``test`` and ``infer`` (from ``--ckpt``). Every run writes one folder
+``<output_dir>/<Model>/<dataset>/<timestamp>/`` with the merged config, the best and last
+checkpoints, ``metrics.json`` and ``run.log``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .config import CONFIG_DIR, ConfigError, build_config, dump, load_yaml
+from .registry import did_you_mean, get_model_class, list_models
+from .utils import atomic_write_text
+
+log = logging.getLogger("recstudio_edge")
+
+USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer]
+                     [--mode=light|detail] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
+                     [--ckpt=PATH] [--resume[=RUN_DIR]] [--section.key=value ...]
+
+  -m, --model     model name, case-insensitive (default BPR); models: {models}
+  -d, --dataset   dataset name (default: the generated 'synthetic' set); configured: {datasets}
+  --key=value     any config key, dotted (--train.lr=0.01, --trainer.strategy=ddp) or a unique
+                  leaf name (--lr=0.01); values are YAML (--topk=[5,10])
+"""
+TASKS = ("train", "test", "infer")
+PLANNED_TASKS = {"export": "ONNX export of the on-device part", "tune": "NNI hyper-parameter search"}
+RUN_DIR_ENV = "RECSTUDIO_EDGE_RUN_DIR"
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_argv(argv: List[str]) -> Tuple[Dict[str, Optional[str]], Dict[str, str]]:
+    """Split argv into the three structural options and ``--key=value`` overrides."""
+    main: Dict[str, Optional[str]] = {"model": None, "dataset": None, "config": None}
+    alias = {"-m": "model", "--model": "model", "-d": "dataset", "--dataset": "dataset", "--config": "config"}
+    over: Dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in ("-h", "--help"):
+            raise SystemExit(usage())
+        if not tok.startswith("-"):
+            raise UsageError(f"unexpected argument {tok!r} (options look like --key=value)")
+        key, eq, val = tok.partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                val = argv[i + 1]
+                i += 1
+            elif key in alias:
+                raise UsageError(f"{key} needs a value")
+            else:
+                val = "true"  # a bare flag, e.g. --resume
+        if key in alias:
+            main[alias[key]] = val
+        elif key.startswith("--"):
+            over[key[2:]] = val
+        else:
+            raise UsageError(f"unknown option {key!r}: short options are -m and -d")
+        i += 1
+    return main, over
+
+
+def usage() -> str:
+    datasets = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+    return USAGE.format(models=", ".join(list_models()), datasets=", ".join(["synthetic", *datasets]))
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except (UsageError, ConfigError, KeyError, TypeError) as e:
+        if os.environ.get("RECSTUDIO_EDGE_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _main(argv: List[str]) -> Dict[str, Any]:
+    opts, over = parse_argv(argv)
+    ckpt = over.get("ckpt")
+    config_file = opts["config"]
+    run_cfg = None
+    if ckpt and config_file is None:  # test / infer: the run's own config is the base
+        cand = Path(ckpt).parent / "config.yaml"
+        if cand.exists():
+            run_cfg = load_yaml(cand)
+            config_file = str(cand)
+    model_name = opts["model"] or (run_cfg or {}).get("model_name") or \
+        (load_yaml(Path(config_file)).get("model_name") if config_file else None) or "BPR"
+    model_cls = get_model_class(model_name)
+    dataset = opts["dataset"] or ((run_cfg or {}).get("data") or {}).get("name")
+    cfg = build_config(model_cls.registry_name, dataset, config_file, over, model_cls)
+    task = str(cfg["task"]).lower()
+    if task in PLANNED_TASKS:
+        raise UsageError(f"--task={task} ({PLANNED_TASKS[task]}) is not available in this version; "
+                         f"tasks: {', '.join(TASKS)}")
+    if task not in TASKS:
+        raise UsageError(f"unknown task {task!r}: {did_you_mean(task, TASKS)}")
+    if cfg["mode"] not in ("light", "detail"):
+        raise UsageError(f"unknown mode {cfg['mode']!r}: light or detail")
+    from .runner import run_task
+
+    return run_task(cfg, model_cls, task)

@@ -1,0 +1,195 @@
+"""Layered, validated configuration.
+
+Later wins: ``configs/base.yaml`` < ``configs/model/<M>.yaml`` < ``configs/data/<d>.yaml`` <
+``--config my.yaml`` < ``--key=value``. Every key must exist in ``base.yaml`` (or, under
+``model:``, be a parameter of the model's constructor; under ``trainer:``, an argument of
+``lightning.Trainer``); an unknown key is an error naming the closest known key. Files are
+parsed with ``yaml.safe_load``; command-line values too (so ``--topk=[5,10]`` is a list).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import yaml
+
+from .registry import constructor_params, did_you_mean
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# mappings whose keys are free-form (checked by the code that reads them)
+OPEN_SECTIONS = {"data.fields", "data.files", "data.generator", "tune"}
+# keys the CLI fills in for the model constructor; a model config must not set them
+MANAGED_MODEL_KEYS = {"num_users", "num_items", "lr", "weight_decay", "optimizer", "topk", "metrics",
+                      "mask_history", "max_seq_len"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_yaml(path: Path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(cfg: Dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = cfg
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def leaves(cfg: Dict[str, Any], prefix: str = "") -> List[str]:
+    out = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in OPEN_SECTIONS and v:
+            out.extend(leaves(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def resolve_key(key: str, known: Iterable[str]) -> str:
+    """A command-line key: a full dotted key, or a leaf name that is unique (``--lr`` -> ``train.lr``)."""
+    known = list(known)
+    if key in known or any(key.startswith(k + ".") for k in known if k in OPEN_SECTIONS or k == "model"
+                           or k.startswith("model.") or k.startswith("trainer")):
+        return key
+    matches = [k for k in known if k.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"--{key} is ambiguous: use one of " + ", ".join("--" + m for m in sorted(matches)))
+    return key  # validation reports it with the closest names
+
+
+def trainer_params() -> Dict[str, inspect.Parameter]:
+    from lightning.pytorch import Trainer
+
+    return {n: p for n, p in inspect.signature(Trainer.__init__).parameters.items() if n != "self"}
+
+
+def validate(cfg: Dict[str, Any], schema: Dict[str, Any], model_cls=None, where: str = "config") -> None:
+    """Raise ``ConfigError`` for the first key not in ``schema`` (closest known key named)."""
+
+    def walk(node: Dict[str, Any], ref: Dict[str, Any], prefix: str):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if key == "model" or key == "trainer" or key in OPEN_SECTIONS:
+                continue
+            if k not in ref:
+                cands = [f"{prefix}{c}" for c in ref] + leaves(schema)
+                raise ConfigError(f"{where}: unknown key {key!r}: {did_you_mean(key, sorted(set(cands)))}")
+            if isinstance(v, dict) and isinstance(ref[k], dict) and ref[k]:
+                walk(v, ref[k], key + ".")
+
+    walk(cfg, schema, "")
+    tr = cfg.get("trainer") or {}
+    if not isinstance(tr, dict):
+        raise ConfigError(f"{where}: 'trainer' must be a mapping")
+    tparams = trainer_params()
+    for k in tr:
+        if k not in tparams:
+            raise ConfigError(f"{where}: unknown key 'trainer.{k}' (not an argument of lightning.Trainer): "
+                              f"{did_you_mean(k, tparams)}")
+    model = cfg.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{where}: 'model' must be a mapping")
+    if model_cls is not None:
+        params = constructor_params(model_cls)
+        for k in model:
+            if k in MANAGED_MODEL_KEYS:
+                hint = {"lr": "train.lr", "weight_decay": "train.weight_decay", "optimizer": "train.optimizer",
+                        "topk": "eval.topk", "metrics": "eval.metrics", "mask_history": "eval.mask_history",
+                        "max_seq_len": "data.max_seq_len"}.get(k, "the data")
+                raise ConfigError(f"{where}: 'model.{k}' is set from {hint}, not under model:")
+            if k not in params:
+                raise ConfigError(f"{where}: unknown key 'model.{k}' for {model_cls.__name__}: "
+                                  f"{did_you_mean(k, [p for p in params if p not in MANAGED_MODEL_KEYS])}")
+
+
+def find_named_config(folder: str, name: str) -> Optional[Path]:
+    """``configs/<folder>/<name>.yaml``, matched case-insensitively."""
+    d = CONFIG_DIR / folder
+    if not d.is_dir():
+        return None
+    for p in d.glob("*.yaml"):
+        if p.stem.lower() == name.lower():
+            return p
+    return None
+
+
+def build_config(model: str, dataset: Optional[str], config_file: Optional[str],
+                 overrides: Dict[str, str], model_cls=None) -> Dict[str, Any]:
+    """Merge the layers, apply ``overrides`` ({dotted or leaf key: text}), validate, return."""
+    schema = load_yaml(CONFIG_DIR / "base.yaml")
+    cfg = copy.deepcopy(schema)
+    layers = []
+    mpath = find_named_config("model", model)
+    if mpath is not None:
+        layers.append(mpath)
+    if dataset:
+        dpath = find_named_config("data", dataset)
+        if dpath is not None:
+            layers.append(dpath)
+    if config_file:
+        layers.append(Path(config_file))
+    for path in layers:
+        layer = load_yaml(path)
+        validate(layer, schema, model_cls, where=str(path))
+        cfg = merge(cfg, layer)
+    if dataset:
+        cfg["data"]["name"] = dpath.stem if dpath is not None else dataset
+    known = leaves(schema)
+    cli: Dict[str, Any] = {}
+    for key, text in overrides.items():
+        set_dotted(cli, resolve_key(key, known), parse_value(text))
+    validate(cli, schema, model_cls, where="command line")
+    cfg = merge(cfg, cli)
+    cfg["model_name"] = model_cls.registry_name if model_cls is not None else model
+    if cfg["data"].get("name") is None:
+        raise ConfigError("no dataset: pass -d=<name>")
+    return cfg
+
+
+def dump(cfg: Dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

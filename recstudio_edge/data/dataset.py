@@ -1,0 +1,256 @@
+"""Datasets that build whole batches by indexing tensors (one gather per field per batch).
+
+A ``BatchDataset`` is indexed with a LongTensor of row ids and returns a
+``dict[str, Tensor]`` batch; ``IndexBatchSampler`` yields those id tensors, shuffled per
+epoch and sharded by distributed rank. With ``DataLoader(batch_size=None)`` nothing is
+collated row by row, which is most of the CPU throughput.
+
+Dataset kinds (a model class declares one as ``data_kind``):
+- ``mf``:  training interactions ``{user_id, item_id}``; negatives come from the model's sampler;
+- ``ae``:  one row per user ``{user_id, item_id_set}`` (a [B, N] 0/1 matrix of the user's train items);
+- ``seq``: one row per user, every position predicts the next item
+  ``{user_id, seq [B, L], seq_len, target_seq [B, L]}`` (left-padded, 0 = padding);
+- ``ctr``: labelled rows ``{user_id, item_id, seq, seq_len, label}``, the history being the
+  user's items before the target, negatives drawn from items the user never touched.
+Evaluation of retrieval kinds is per user: ``{user_id, seq, seq_len}`` plus the pairs to mask
+(``mask_rows``, ``mask_cols``) and the targets (``target_rows``, ``target_cols``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Iterator, Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from .preprocess import HISTORY, TEST, TRAIN, VALID, Interactions
+
+Batch = Dict[str, torch.Tensor]
+
+
+class BatchDataset(Dataset):
+    """``dataset[idx_tensor] -> batch``: a thin adapter around a batch-building function."""
+
+    def __init__(self, size: int, make_batch: Callable[[torch.Tensor], Batch]):
+        self.size = int(size)
+        self.make_batch = make_batch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, idx: torch.Tensor) -> Batch:
+        return self.make_batch(idx)
+
+
+class IndexBatchSampler:
+    """Yields LongTensors of row ids: a permutation per epoch (``seed + epoch``), this rank's share.
+
+    Under torch.distributed every rank gets ``ceil(n / world)`` rows (the permutation is
+    padded by wrapping, as ``DistributedSampler`` does), so all ranks run the same number of
+    steps. Evaluation passes ``pad=False``: each rank takes a disjoint slice and the
+    metric sums are all-reduced, so every row is counted exactly once.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, pad: bool = True):
+        self.size, self.batch_size, self.shuffle = int(size), int(batch_size), shuffle
+        self.seed, self.drop_last, self.pad, self.epoch = int(seed), drop_last, pad, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = int(epoch)
+
+    @staticmethod
+    def _world() -> (int, int):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _indices(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.arange(self.size)
+        rank, world = self._world()
+        if world == 1:
+            return order
+        if self.pad:
+            per = math.ceil(self.size / world)
+            if per * world > self.size:
+                order = torch.cat([order, order[: per * world - self.size]])
+            return order[rank::world]
+        per = math.ceil(self.size / world)
+        return order[rank * per:(rank + 1) * per]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        idx = self._indices()
+        n = idx.numel()
+        stop = n - n % self.batch_size if self.drop_last else n
+        for s in range(0, stop, self.batch_size):
+            yield idx[s:s + self.batch_size]
+
+    def __len__(self) -> int:
+        rank, world = self._world()
+        n = math.ceil(self.size / world) if world > 1 else self.size
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+# ---- windows over per-user item lists ------------------------------------------------
+def windows(flat: torch.Tensor, start: torch.Tensor, end: torch.Tensor, length: int) -> (torch.Tensor, torch.Tensor):
+    """Left-padded windows ``flat[max(start, end-length):end]`` for each row: ``(seq [B, L], seq_len [B])``."""
+    pos = end.unsqueeze(1) - length + torch.arange(length, device=flat.device).unsqueeze(0)
+    valid = pos >= start.unsqueeze(1)
+    seq = torch.where(valid, flat[pos.clamp(min=0)], torch.zeros((), dtype=flat.dtype))
+    return seq, valid.sum(1)
+
+
+def csr_pairs(indptr: torch.Tensor, cols: torch.Tensor, users: torch.Tensor) -> (torch.Tensor, torch.Tensor):
+    """(row-in-batch, item) pairs of a CSR for a batch of users, vectorised."""
+    start, end = indptr[users], indptr[users + 1]
+    counts = end - start
+    rows = torch.repeat_interleave(torch.arange(users.numel()), counts)
+    offs = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return rows, cols[torch.repeat_interleave(start, counts) + offs]
+
+
+class UserItemIndex:
+    """Sorted keys ``user * num_items + item`` of every known interaction, for fast membership tests."""
+
+    def __init__(self, data: Interactions, mask: Optional[torch.Tensor] = None):
+        u, i = (data.user, data.item) if mask is None else (data.user[mask], data.item[mask])
+        self.num_items = data.num_items
+        self.keys = torch.unique(u * data.num_items + i)
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        k = users * self.num_items + items
+        pos = torch.searchsorted(self.keys, k).clamp(max=self.keys.numel() - 1)
+        return self.keys[pos] == k
+
+    def sample_unseen(self, users: torch.Tensor, generator: Optional[torch.Generator] = None,
+                      rounds: int = 20) -> torch.Tensor:
+        """One item per user drawn uniformly from items the user never touched (rejection sampling)."""
+        items = torch.randint(1, self.num_items, users.shape, generator=generator)
+        for _ in range(rounds):
+            bad = self.contains(users, items)
+            if not bad.any():
+                break
+            items[bad] = torch.randint(1, self.num_items, (int(bad.sum()),), generator=generator)
+        return items
+
+
+# ---- the kinds -----------------------------------------------------------------------
+class KindBuilder:
+    """Builds the train and evaluation datasets of one kind from ``Interactions``."""
+
+    def __init__(self, data: Interactions, max_seq_len: int, neg_per_pos: int = 1,
+                 eval_neg_per_pos: int = 1, seed: int = 0):
+        self.data = data
+        self.L = int(max_seq_len)
+        self.neg_per_pos = int(neg_per_pos)
+        self.eval_neg_per_pos = int(eval_neg_per_pos)
+        self.seed = seed
+        split = data.split
+        self.train_mask = split == TRAIN
+        # what an evaluation may see as the user's past, per stage
+        self.known = {"valid": (split == TRAIN) | (split == HISTORY),
+                      "test": (split == TRAIN) | (split == HISTORY) | (split == VALID)}
+        self.target_code = {"valid": VALID, "test": TEST}
+        self.train_ptr, self.train_items = data.user_ptr(self.train_mask)
+
+    # -- training
+    def train(self, kind: str) -> BatchDataset:
+        return getattr(self, f"_train_{kind}")()
+
+    def _train_mf(self) -> BatchDataset:
+        u, i = self.data.user[self.train_mask], self.data.item[self.train_mask]
+        return BatchDataset(u.numel(), lambda idx: {"user_id": u[idx], "item_id": i[idx]})
+
+    def _train_ae(self) -> BatchDataset:
+        users = torch.nonzero(self.train_ptr[1:] > self.train_ptr[:-1]).flatten()
+        ptr, items, n = self.train_ptr, self.train_items, self.data.num_items
+
+        def make(idx):
+            u = users[idx]
+            rows, cols = csr_pairs(ptr, items, u)
+            dense = torch.zeros(u.numel(), n)
+            dense[rows, cols] = 1.0
+            return {"user_id": u, "item_id_set": dense}
+
+        return BatchDataset(users.numel(), make)
+
+    def _train_seq(self) -> BatchDataset:
+        ptr, items, L = self.train_ptr, self.train_items, self.L
+        users = torch.nonzero(ptr[1:] - ptr[:-1] >= 2).flatten()
+
+        def make(idx):
+            u = users[idx]
+            start, end = ptr[u], ptr[u + 1]
+            seq, n = windows(items, start, end - 1, L)  # inputs: all but the last item
+            tgt, _ = windows(items, start + 1, end, L)  # targets: shifted by one
+            return {"user_id": u, "seq": seq, "seq_len": n, "target_seq": tgt}
+
+        return BatchDataset(users.numel(), make)
+
+    def _train_ctr(self) -> BatchDataset:
+        ptr, items, L, k = self.train_ptr, self.train_items, self.L, self.neg_per_pos
+        # every train interaction after the user's first is a positive sample
+        pos_idx = torch.arange(items.numel())
+        user_of = torch.repeat_interleave(torch.arange(self.data.num_users), ptr[1:] - ptr[:-1])
+        first = pos_idx == ptr[user_of]
+        pos_idx, pos_user = pos_idx[~first], user_of[~first]
+        seen = UserItemIndex(self.data)
+
+        def make(idx):
+            g, u = pos_idx[idx], pos_user[idx]
+            seq, n = windows(items, ptr[u], g, L)
+            uu = u.repeat(k)
+            negs = seen.sample_unseen(uu)
+            label = torch.cat([torch.ones(g.numel()), torch.zeros(uu.numel())])
+            return {"user_id": torch.cat([u, uu]), "item_id": torch.cat([items[g], negs]),
+                    "seq": seq.repeat(k + 1, 1), "seq_len": n.repeat(k + 1), "label": label}
+
+        return BatchDataset(pos_idx.numel(), make)
+
+    # -- evaluation
+    def eval(self, kind: str, stage: str) -> BatchDataset:
+        return self._eval_ctr(stage) if kind == "ctr" else self._eval_users(stage)
+
+    def _eval_users(self, stage: str) -> BatchDataset:
+        d = self.data
+        known = self.known[stage]
+        k_ptr, k_items = d.user_ptr(known)
+        t_ptr, t_items = d.user_ptr(d.split == self.target_code[stage])
+        users = torch.nonzero(t_ptr[1:] > t_ptr[:-1]).flatten()
+        L = self.L
+
+        def make(idx):
+            u = users[idx]
+            seq, n = windows(k_items, k_ptr[u], k_ptr[u + 1], L)
+            mr, mc = csr_pairs(k_ptr, k_items, u)
+            tr, tc = csr_pairs(t_ptr, t_items, u)
+            return {"user_id": u, "seq": seq, "seq_len": n, "mask_rows": mr, "mask_cols": mc,
+                    "target_rows": tr, "target_cols": tc}
+
+        return BatchDataset(users.numel(), make)
+
+    def _eval_ctr(self, stage: str) -> BatchDataset:
+        """Each target interaction plus ``eval_neg_per_pos`` fixed negatives (seeded), history = known items."""
+        d = self.data
+        known = self.known[stage]
+        k_ptr, k_items = d.user_ptr(known)
+        tmask = d.split == self.target_code[stage]
+        tu, ti = d.user[tmask], d.item[tmask]
+        g = torch.Generator().manual_seed(self.seed + (1 if stage == "valid" else 2))
+        k = self.eval_neg_per_pos
+        uu = tu.repeat(k)
+        negs = UserItemIndex(d).sample_unseen(uu, generator=g)
+        users = torch.cat([tu, uu])
+        items = torch.cat([ti, negs])
+        labels = torch.cat([torch.ones(tu.numel()), torch.zeros(uu.numel())])
+
+        def make(idx):
+            u = users[idx]
+            seq, n = windows(k_items, k_ptr[u], k_ptr[u + 1], self.L)
+            return {"user_id": u, "item_id": items[idx], "seq": seq, "seq_len": n, "label": labels[idx]}
+
+        return BatchDataset(users.numel(), make)

@@ -1,0 +1,103 @@
+"""``--task=infer``: one output line per input row, in input order, with the row's ids.
+
+Retrieval models: input rows are users (a file with one raw user id per line, or a TSV
+whose header has ``user_id``; default: every user); output ``user_id<TAB>items<TAB>scores``
+with the top-k items (largest cutoff of ``eval.topk``) among items the user has not
+interacted with. Pointwise (CTR) models: input rows are ``user_id<TAB>item_id`` pairs
+(default: the test rows); output ``user_id<TAB>item_id<TAB>probability``. The history a
+model sees is every known interaction of the user.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import torch
+
+from .data.dataset import csr_pairs, windows
+from .data.errors import DataError
+from .utils import atomic_write_text
+
+
+def _read_rows(path: Path, columns: List[str]) -> List[List[str]]:
+    lines = path.read_text().splitlines()
+    if not lines:
+        raise DataError(str(path), message="empty input file")
+    first = lines[0].split("\t")
+    start = 1 if first[0] == columns[0] else 0
+    header_cols = first if start else columns
+    idx = []
+    for c in columns:
+        if c not in header_cols:
+            raise DataError(str(path), line=1, message=f"missing column {c!r} (found {header_cols})")
+        idx.append(header_cols.index(c))
+    rows = []
+    for n, line in enumerate(lines[start:], start=start + 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) <= max(idx):
+            raise DataError(str(path), line=n, message=f"expected {len(header_cols)} fields, got {len(parts)}")
+        rows.append([parts[i] for i in idx] + [n])
+    return rows
+
+
+def _ids(tokens: List[str], vocab: List[str], field: str, path: Path, lines: List[int]) -> torch.Tensor:
+    lookup = {t: i for i, t in enumerate(vocab)}
+    out = []
+    for t, n in zip(tokens, lines):
+        if t not in lookup or lookup[t] == 0:
+            raise DataError(str(path), line=n, field=field, message=f"unknown {field} {t!r}")
+        out.append(lookup[t])
+    return torch.tensor(out, dtype=torch.long)
+
+
+@torch.no_grad()
+def infer(cfg, model, dm, run_dir: Path) -> Path:
+    data = dm.data
+    model.eval()
+    device = next(iter(model.parameters()), torch.zeros(())).device
+    ptr, items = data.user_ptr(torch.ones_like(data.split, dtype=torch.bool))
+    L = int(cfg["data"]["max_seq_len"])
+    bs = int(cfg["eval"]["batch_size"])
+    inp = cfg.get("input")
+    out_lines = []
+    if model.eval_kind == "ranking":
+        if inp:
+            rows = _read_rows(Path(inp), ["user_id"])
+            users = _ids([r[0] for r in rows], data.user_tokens, "user_id", Path(inp), [r[-1] for r in rows])
+        else:
+            users = torch.arange(1, data.num_users)
+        k = max(cfg["eval"]["topk"])
+        for s in range(0, users.numel(), bs):
+            u = users[s:s + bs]
+            seq, n = windows(items, ptr[u], ptr[u + 1], L)
+            mr, mc = csr_pairs(ptr, items, u)
+            batch = {"user_id": u, "seq": seq, "seq_len": n, "mask_rows": mr, "mask_cols": mc}
+            batch = {kk: v.to(device) for kk, v in batch.items()}
+            scores, top = model.recommend(batch, k)
+            for uu, it, sc in zip(u.tolist(), top.cpu().tolist(), scores.cpu().tolist()):
+                out_lines.append(f"{data.user_tokens[uu]}\t{','.join(data.item_tokens[i] for i in it)}\t"
+                                 f"{','.join(f'{x:.6g}' for x in sc)}")
+        header = "user_id\titems\tscores"
+    else:
+        if inp:
+            rows = _read_rows(Path(inp), ["user_id", "item_id"])
+            lines = [r[-1] for r in rows]
+            users = _ids([r[0] for r in rows], data.user_tokens, "user_id", Path(inp), lines)
+            its = _ids([r[1] for r in rows], data.item_tokens, "item_id", Path(inp), lines)
+        else:
+            ds = dm.eval_dataset("test")
+            b = ds[torch.arange(len(ds))]
+            users, its = b["user_id"], b["item_id"]
+        for s in range(0, users.numel(), bs):
+            u, it = users[s:s + bs], its[s:s + bs]
+            seq, n = windows(items, ptr[u], ptr[u + 1], L)
+            batch = {"user_id": u, "item_id": it, "seq": seq, "seq_len": n}
+            prob = model(({kk: v.to(device) for kk, v in batch.items()})).cpu().tolist()
+            out_lines.extend(f"{data.user_tokens[a]}\t{data.item_tokens[b_]}\t{p:.6g}"
+                             for a, b_, p in zip(u.tolist(), it.tolist(), prob))
+        header = "user_id\titem_id\tprobability"
+    out = run_dir / "infer.tsv"
+    atomic_write_text(out, header + "\n" + "\n".join(out_lines) + "\n")
+    return out

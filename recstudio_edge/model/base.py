@@ -1,0 +1,174 @@
+"""``Recommender``: the LightningModule every model shares (optimiser, logging, evaluation).
+
+Subclasses do not write training loops: a tower (``towers.py``) turns a batch into a loss,
+and evaluation is one of two kinds, chosen by the tower:
+- ``ranking``: full-sort top-k over every item with the user's known items masked
+  (recall, precision, map, ndcg, mrr, hit @ each cutoff);
+- ``pointwise``: AUC, GAUC (per-user AUC weighted by impressions) and logloss.
+Metric sums are reduced across processes, so DDP gives the same numbers as one process.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from ..evaluation.metrics import PointwiseAccumulator, RankingAccumulator
+from ..evaluation.topk import mask_scores_, topk_hits
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+              "adagrad": torch.optim.Adagrad}
+
+
+class Recommender(pl.LightningModule):
+    """Base of every model. ``data_kind`` names the dataset kind it trains on
+    (``mf``, ``ae``, ``seq``, ``ctr``); ``eval_kind`` is ``ranking`` or ``pointwise``."""
+
+    data_kind = "mf"
+    eval_kind = "ranking"
+    default_val_metric = "recall@10"
+
+    def __init__(self, num_users: int, num_items: int, lr: float = 1e-3, weight_decay: float = 0.0,
+                 optimizer: str = "adam", topk: Sequence[int] = (10, 20),
+                 metrics: Sequence[str] = ("recall", "ndcg", "precision", "map", "mrr", "hit"),
+                 mask_history: bool = True, max_seq_len: int = 50):
+        super().__init__()
+        if optimizer.lower() not in OPTIMIZERS:
+            from ..registry import did_you_mean
+
+            raise ValueError(f"unknown optimizer {optimizer!r}: {did_you_mean(optimizer, OPTIMIZERS)}")
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        self.lr, self.weight_decay, self.optimizer_name = float(lr), float(weight_decay), optimizer.lower()
+        self.topk = sorted(int(k) for k in topk)
+        self.metric_names = [m.lower() for m in metrics]
+        self.mask_history = bool(mask_history)
+        self.max_seq_len = int(max_seq_len)
+        self._acc: Dict[str, object] = {}
+        self.last_metrics: Dict[str, Dict[str, float]] = {}
+
+    # ---- hooks a model may override --------------------------------------------------
+    def on_data(self, item_counts: torch.Tensor) -> None:
+        """Receives the training item counts before fitting (samplers, popularity)."""
+
+    closed_form = False  # True: ``fit_closed_form(datamodule)`` replaces SGD training
+
+    def fit_closed_form(self, datamodule) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # ---- Lightning ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and stage == "fit":
+            self.on_data(dm.item_counts())
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return OPTIMIZERS[self.optimizer_name](params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.compute_loss(batch)
+        n = batch["user_id"].numel()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def compute_loss(self, batch) -> torch.Tensor:  # pragma: no cover - towers implement it
+        raise NotImplementedError
+
+    # evaluation ----------------------------------------------------------------------
+    def on_validation_epoch_start(self):
+        self._acc["valid"] = self._new_acc()
+
+    def on_test_epoch_start(self):
+        self._acc["test"] = self._new_acc()
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "valid")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self):
+        self._finish("valid")
+
+    def on_test_epoch_end(self):
+        self._finish("test")
+
+    def _new_acc(self):
+        if self.eval_kind == "ranking":
+            return RankingAccumulator(self.topk, self.metric_names)
+        return PointwiseAccumulator()
+
+    def _eval_step(self, batch, stage):
+        acc = self._acc[stage]
+        if self.eval_kind == "ranking":
+            scores = self.full_scores(batch)
+            scores[:, 0] = float("-inf")
+            if self.mask_history:
+                mask_scores_(scores, batch["mask_rows"], batch["mask_cols"])
+            k = min(max(self.topk), scores.size(1) - 1)
+            _, hits, num_pos = topk_hits(scores, k, batch["target_rows"], batch["target_cols"])
+            acc.update(hits, num_pos)
+        else:
+            acc.update(self.score(batch).detach(), batch["label"], batch["user_id"])
+
+    def _finish(self, stage):
+        acc = self._acc.pop(stage)
+        if self.eval_kind == "ranking":
+            sums, count = acc.state()
+            sums = self._reduce_sum(sums.to(self.device))
+            count = self._reduce_sum(count.to(self.device))
+            values = acc.compute(sums, count)
+        else:
+            logits, labels, groups = (self._gather_cat(t.to(self.device)) for t in acc.tensors())
+            values = acc.compute(logits, labels, groups)
+        self.last_metrics[stage] = {k: float(v) for k, v in values.items()}
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+
+    # distributed helpers: sums and concatenations across processes ------------------------
+    def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
+
+    def _gather_cat(self, t: torch.Tensor) -> torch.Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        n = torch.tensor([t.shape[0]], device=t.device)
+        sizes = self.all_gather(n).flatten()
+        pad = int(sizes.max()) - t.shape[0]
+        padded = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
+        gathered = self.all_gather(padded)  # [world, max, ...]
+        return torch.cat([gathered[r, : int(sizes[r])] for r in range(gathered.shape[0])])
+
+    # inference ------------------------------------------------------------------------------
+    def full_scores(self, batch) -> torch.Tensor:  # pragma: no cover - ranking towers implement it
+        raise NotImplementedError
+
+    def score(self, batch) -> torch.Tensor:  # pragma: no cover - TowerFree implements it
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def recommend(self, batch, k: int, exclude: bool = True):
+        """Top-k ``(scores, item ids)`` for the users of an evaluation-style batch."""
+        scores = self.full_scores(batch)
+        scores[:, 0] = float("-inf")
+        if exclude and "mask_rows" in batch:
+            mask_scores_(scores, batch["mask_rows"], batch["mask_cols"])
+        return torch.topk(scores, min(k, scores.size(1) - 1), dim=1)
+
+    def metric_mode(self, metric: str) -> str:
+        return "min" if metric.lower() == "logloss" else "max"
+
+
+def metric_names_for(model: Recommender) -> List[str]:
+    if model.eval_kind == "ranking":
+        return [f"{m}@{k}" for m in model.metric_names for k in model.topk]
+    return ["auc", "gauc", "logloss"]
+
+
+def default_val_metric(model_cls) -> str:
+    return model_cls.default_val_metric
+
+
+__all__ = ["Recommender", "OPTIMIZERS", "metric_names_for", "default_val_metric"]

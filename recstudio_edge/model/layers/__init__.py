@@ -1,0 +1,6 @@
+"""Plain ``nn.Module`` building blocks shared by models (no training logic here)."""
+from .attention import TargetAttention, causal_padding_mask
+from .mlp import MLP
+from .sequence import GRUEncoder, TransformerBlock
+
+__all__ = ["MLP", "TargetAttention", "causal_padding_mask", "GRUEncoder", "TransformerBlock"]

@@ -1,0 +1,61 @@
+"""Sequence encoders: a SASRec transformer block and a GRU that handles left padding."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TransformerBlock(nn.Module):
+    """SASRec block (Kang & McAuley 2018, official code's order): ``Q = LN(x)``,
+    ``x = Q + MHA(Q, x, x | causal)``, then ``x = x + FFN(LN(x))`` with dropout."""
+
+    def __init__(self, dim: int, num_heads: int, inner_dim: int, dropout: float, activation: str = "relu"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.h = num_heads
+        self.ln_attn = nn.LayerNorm(dim, eps=1e-8)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ln_ffn = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn1 = nn.Linear(dim, inner_dim)
+        self.ffn2 = nn.Linear(inner_dim, dim)
+        self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q_in = self.ln_attn(x)
+        wq, wk, wv = self.qkv.weight.chunk(3)
+        bq, bk, bv = self.qkv.bias.chunk(3)
+        split = lambda t: t.view(B, L, self.h, D // self.h).transpose(1, 2)  # noqa: E731
+        q = split(F.linear(q_in, wq, bq))
+        k = split(F.linear(x, wk, bk))
+        v = split(F.linear(x, wv, bv))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        x = q_in + self.drop(self.out(att.transpose(1, 2).reshape(B, L, D)))
+        y = self.ln_ffn(x)
+        return y + self.drop(self.ffn2(self.drop(self.act(self.ffn1(y)))))
+
+
+class GRUEncoder(nn.Module):
+    """GRU over left-padded sequences, exact for every real position.
+
+    Rows are rolled so that real items come first (right padding), run through the GRU,
+    and rolled back, so padding never feeds the hidden state of a real position.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, num_layers: int = 1):
+        super().__init__()
+        self.gru = nn.GRU(in_dim, hidden, num_layers=num_layers, batch_first=True)
+
+    def forward(self, x: torch.Tensor, seq_len: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        shift = (L - seq_len).unsqueeze(1)
+        ar = torch.arange(L, device=x.device).unsqueeze(0)
+        to_right = ((ar + shift) % L).unsqueeze(-1)
+        out, _ = self.gru(torch.gather(x, 1, to_right.expand(-1, -1, x.size(-1))))
+        back = ((ar - shift) % L).unsqueeze(-1)
+        return torch.gather(out, 1, back.expand(-1, -1, out.size(-1)))

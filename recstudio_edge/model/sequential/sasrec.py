@@ -1,0 +1,51 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the item history.
+
+As in the paper and its official code: item embeddings scaled by sqrt(D) plus learned
+positions, dropout, blocks of (layer norm, causal multi-head attention, residual, layer
+norm, point-wise feed-forward, residual), a final layer norm; every position predicts its
+next item. Trained with full-softmax cross-entropy by default (Klenitskiy & Vasilev,
+"Turning Dross Into Gold Loss", RecSys 2023), ``loss: bce`` with one sampled negative is
+the paper's original objective.
+"""
+import math
+
+import torch
+from torch import nn
+
+from ...registry import register_model
+from ..layers import TransformerBlock, causal_padding_mask
+from ..towers import ItemTower
+
+
+@register_model
+class SASRec(ItemTower):
+    data_kind = "seq"
+    default_loss = "softmax"
+
+    def __init__(self, num_items: int, embed_dim: int = 64, num_blocks: int = 2, num_heads: int = 1,
+                 inner_dim: int = 256, dropout: float = 0.2, activation: str = "gelu", **base):
+        super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
+        self.pos_emb = nn.Embedding(self.max_seq_len, embed_dim)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, inner_dim, dropout, activation)
+                                    for _ in range(num_blocks))
+        self.last_ln = nn.LayerNorm(embed_dim, eps=1e-8)
+        self.scale = math.sqrt(embed_dim)
+        nn.init.xavier_normal_(self.item_emb.weight[1:])
+
+    def query_all(self, batch):
+        seq = batch["seq"]
+        L = seq.size(1)
+        if L > self.max_seq_len:
+            raise ValueError(f"sequence length {L} exceeds max_seq_len {self.max_seq_len}")
+        pos = torch.arange(self.max_seq_len - L, self.max_seq_len, device=seq.device)
+        keep = (seq != 0).unsqueeze(-1)
+        x = self.item_emb(seq) * self.scale + self.pos_emb(pos).unsqueeze(0)
+        x = self.drop(x) * keep
+        mask = causal_padding_mask(seq)
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.last_ln(x)
+
+    def query(self, batch):
+        return self.query_all(batch)[:, -1]

@@ -1,0 +1,111 @@
+"""The three base classes, by number of towers. A model subclasses one and writes one method.
+
+- ``TowerFree``: ``score(batch) -> logits [B]``; pointwise BCE; AUC, GAUC, logloss.
+- ``ItemTower``: ``query(batch) -> [B, D]`` from the item embeddings of the history; the item
+  tower is an embedding table. Sequence models may also write ``query_all(batch) -> [B, L, D]``
+  so that every position predicts its next item (``seq`` data kind, SASRec's training).
+- ``TwoTower``: ``query(batch) -> [B, D]`` from a user tower; items as in ``ItemTower``.
+
+Tower models pick ``loss``, ``scorer`` and ``sampler`` by name; full-sort top-k evaluation
+masks the user's known items.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import LOSSES, SAMPLERS, SCORERS, check_kwargs
+from .base import Recommender
+
+
+class TowerFree(Recommender):
+    """Pointwise models that score a (user, item, context) row directly."""
+
+    data_kind = "ctr"
+    eval_kind = "pointwise"
+    default_val_metric = "auc"
+
+    def score(self, batch) -> torch.Tensor:  # pragma: no cover - subclasses implement it
+        raise NotImplementedError
+
+    def forward(self, batch) -> torch.Tensor:
+        """Click probability per row."""
+        return torch.sigmoid(self.score(batch))
+
+    def compute_loss(self, batch):
+        return F.binary_cross_entropy_with_logits(self.score(batch), batch["label"].float())
+
+
+class ItemTower(Recommender):
+    """Retrieval models whose query comes from item embeddings (of a history)."""
+
+    data_kind = "seq"
+    default_loss, default_scorer, default_sampler = "softmax", "inner_product", "uniform"
+
+    def __init__(self, num_items: int, embed_dim: int = 64, loss: str | None = None,
+                 scorer: str | None = None, sampler: str | None = None, negative_count: int = 1,
+                 scorer_args: dict | None = None, sampler_args: dict | None = None, **base):
+        base.setdefault("num_users", 0)
+        super().__init__(num_items=num_items, **base)
+        self.embed_dim = int(embed_dim)
+        self.item_emb = nn.Embedding(self.num_items, self.embed_dim, padding_idx=0)
+        self.loss_name = (loss or self.default_loss).lower()
+        self.loss_fn = LOSSES.create(self.loss_name)
+        scorer_name = (scorer or self.default_scorer).lower()
+        sargs = dict(scorer_args or {})
+        if scorer_name == "mlp":
+            sargs.setdefault("dim", self.embed_dim)
+        self.scorer = SCORERS.create(scorer_name, **sargs)
+        self.sampler = SAMPLERS.create((sampler or self.default_sampler).lower(),
+                                       num_items=self.num_items, **(sampler_args or {}))
+        self.negative_count = int(negative_count)
+
+    # what subclasses write ---------------------------------------------------------------
+    def query(self, batch) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def query_all(self, batch) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no per-position query; use a non-seq data kind")
+
+    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The item tower: vectors of ``ids`` (all items when None)."""
+        return self.item_emb.weight if ids is None else self.item_emb(ids)
+
+    # shared machinery --------------------------------------------------------------------
+    def on_data(self, item_counts):
+        self.sampler.prepare(item_counts.to(self.device))
+
+    def forward(self, batch) -> torch.Tensor:
+        """Scores of every item for each query row ``[B, num_items]``."""
+        return self.full_scores(batch)
+
+    def full_scores(self, batch):
+        return self.scorer.all(self.query(batch), self.item_vectors())
+
+    def tower_loss(self, query: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Loss of queries ``[M, D]`` against their positive item ids ``[M]``."""
+        if getattr(self.loss_fn, "full", False):
+            return self.loss_fn(self.scorer.all(query, self.item_vectors()), pos)
+        log_pos, neg, log_neg = self.sampler(pos, self.negative_count, query=query)
+        pos_s = self.scorer(query, self.item_vectors(pos))
+        neg_s = self.scorer(query.unsqueeze(1), self.item_vectors(neg))
+        return self.loss_fn(pos_s, neg_s, log_pos, log_neg)
+
+    def compute_loss(self, batch):
+        if "target_seq" in batch:  # every position predicts its next item
+            h = self.query_all(batch)
+            tgt = batch["target_seq"]
+            keep = tgt > 0
+            return self.tower_loss(h[keep], tgt[keep])
+        return self.tower_loss(self.query(batch), batch["item_id"])
+
+
+class TwoTower(ItemTower):
+    """Retrieval models with a user tower (``query`` from the user id and features)."""
+
+    data_kind = "mf"
+    default_loss, default_scorer, default_sampler = "bpr", "inner_product", "uniform"
+
+
+__all__ = ["TowerFree", "ItemTower", "TwoTower", "check_kwargs"]

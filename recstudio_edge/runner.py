@@ -1,0 +1,262 @@
+"""The three tasks behind the command line: train, test, infer.
+
+Each builds the data module and the model from the merged config, runs Lightning's
+``Trainer`` and writes the run folder. Nothing here assumes a device: the Trainer picks it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from .config import ConfigError, dump
+from .data.datamodule import RecDataModule
+from .utils import atomic_write_text
+
+log = logging.getLogger("recstudio_edge")
+RUN_DIR_ENV = "RECSTUDIO_EDGE_RUN_DIR"
+
+
+# ---- run folder and logging -----------------------------------------------------------------
+def make_run_dir(cfg: Dict[str, Any]) -> Path:
+    """``<output_dir>/<Model>/<dataset>/<timestamp>/``; DDP children reuse their parent's folder."""
+    env = os.environ.get(RUN_DIR_ENV)
+    if env:
+        return Path(env)
+    base = Path(cfg["output_dir"]) / cfg["model_name"] / cfg["data"]["name"]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run = base / stamp
+    n = 1
+    while run.exists():
+        n += 1
+        run = base / f"{stamp}-{n}"
+    run.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = str(run.resolve())  # inherited by DDP worker processes
+    return run
+
+
+def setup_logging(run_dir: Path, mode: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if getattr(h, "_recstudio_edge", False):
+            root.removeHandler(h)
+    fh = logging.FileHandler(run_dir / "run.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fh._recstudio_edge = True
+    root.addHandler(fh)
+    sh = logging.StreamHandler()
+    sh.setFormatter(logging.Formatter("%(message)s"))
+    sh.setLevel(logging.WARNING)  # what the user should see is printed by say()
+    sh._recstudio_edge = True
+    log.addHandler(sh) if not any(getattr(h, "_recstudio_edge", False) for h in log.handlers) else None
+    log.propagate = True
+    log.setLevel(logging.INFO)
+    # Lightning's start-up chatter (GPU available, tips) goes to run.log, not the terminal
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.INFO)
+        for h in list(lg.handlers):
+            h.setLevel(logging.INFO if mode == "detail" else logging.WARNING)
+
+
+def say(msg: str) -> None:
+    """Print on the global-zero process only (DDP workers stay quiet)."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        print(msg, flush=True)
+    log.info(msg)
+
+
+# ---- building ----------------------------------------------------------------------------------
+def resolve_val_metric(cfg: Dict[str, Any], model_cls) -> str:
+    vm = str(cfg["eval"]["val_metric"]).lower()
+    if vm == "auto":
+        vm = model_cls.default_val_metric
+    from .model.base import Recommender
+
+    if model_cls.eval_kind == "ranking":
+        known = [f"{m}@{k}" for m in cfg["eval"]["metrics"] for k in cfg["eval"]["topk"]]
+    else:
+        known = ["auc", "gauc", "logloss"]
+    if vm not in known:
+        from .registry import did_you_mean
+
+        raise ConfigError(f"eval.val_metric {vm!r} is not computed for {model_cls.__name__}: "
+                          f"{did_you_mean(vm, known)}")
+    return vm
+
+
+def build_datamodule(cfg: Dict[str, Any], model_cls) -> RecDataModule:
+    dm = RecDataModule(cfg["data"], cfg["data_dir"], model_cls.data_kind, batch_size=cfg["train"]["batch_size"],
+                       eval_batch_size=cfg["eval"]["batch_size"], seed=int(cfg["seed"]),
+                       num_workers=cfg["train"]["num_workers"])
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def build_model(cfg: Dict[str, Any], model_cls, dm: RecDataModule):
+    kwargs = dict(cfg.get("model") or {})
+    kwargs.update(num_users=dm.num_users, num_items=dm.num_items, lr=cfg["train"]["lr"],
+                  weight_decay=cfg["train"]["weight_decay"], optimizer=cfg["train"]["optimizer"],
+                  topk=list(cfg["eval"]["topk"]), metrics=list(cfg["eval"]["metrics"]),
+                  mask_history=cfg["eval"]["mask_history"], max_seq_len=cfg["data"]["max_seq_len"])
+    from .registry import constructor_params
+
+    params = constructor_params(model_cls)
+    kwargs = {k: v for k, v in kwargs.items() if k in params or k in ("num_users", "num_items")}
+    return model_cls(**kwargs)
+
+
+def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minmax: str, epochs: int,
+                  with_checkpoints: bool = True):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .callbacks.metrics_table import MetricsTable
+
+    callbacks = []
+    monitor = f"valid/{val_metric}"
+    ckpt_cb = None
+    if with_checkpoints:
+        ckpt_cb = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode_minmax,
+                                  save_last=True, save_top_k=1, auto_insert_metric_name=False)
+        callbacks.append(ckpt_cb)
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode_minmax, patience=int(cfg["eval"]["patience"]),
+                                       check_on_train_epoch_end=False))
+    callbacks.append(MetricsTable(monitor, detail=cfg["mode"] == "detail"))
+    if cfg["mode"] == "light" and (cfg.get("trainer") or {}).get("enable_progress_bar", True):
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    tr = dict(cfg.get("trainer") or {})
+    tr.setdefault("enable_progress_bar", cfg["mode"] == "light")
+    tr.setdefault("enable_model_summary", cfg["mode"] == "detail")
+    tr.setdefault("check_val_every_n_epoch", int(cfg["eval"]["every_n_epochs"]))
+    tr.setdefault("num_sanity_val_steps", 0)
+    tr.setdefault("log_every_n_steps", 50)
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, default_root_dir=str(run_dir),
+                         logger=CSVLogger(str(run_dir), name="", version="logs"),
+                         use_distributed_sampler=False, **tr)
+    return trainer, ckpt_cb
+
+
+def load_weights(model, ckpt: str | Path) -> None:
+    """Load a checkpoint's weights (``weights_only=True``), whatever device the model is on."""
+    path = Path(ckpt)
+    if not path.exists():
+        raise ConfigError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    sd = state.get("state_dict", state) if isinstance(state, dict) else state
+    model.load_state_dict(sd)
+
+
+def find_resume(cfg: Dict[str, Any]) -> Optional[Path]:
+    res = cfg.get("resume")
+    if res in (None, False):
+        return None
+    if res is True or str(res).lower() == "true":
+        base = Path(cfg["output_dir"]) / cfg["model_name"] / cfg["data"]["name"]
+        runs = sorted(p for p in base.glob("*/last.ckpt")) if base.exists() else []
+        if not runs:
+            raise ConfigError(f"--resume: no last.ckpt under {base}")
+        return runs[-1]
+    p = Path(str(res))
+    p = p / "last.ckpt" if p.is_dir() else p
+    if not p.exists():
+        raise ConfigError(f"--resume: {p} does not exist")
+    return p
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+def run_task(cfg: Dict[str, Any], model_cls, task: str) -> Dict[str, Any]:
+    import lightning.pytorch as pl
+
+    resume = find_resume(cfg) if task == "train" else None
+    if resume is not None and not os.environ.get(RUN_DIR_ENV):
+        os.environ[RUN_DIR_ENV] = str(resume.parent.resolve())  # continue in the same folder
+    run_dir = make_run_dir(cfg)
+    setup_logging(run_dir, cfg["mode"])
+    pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    val_metric = resolve_val_metric(cfg, model_cls)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        atomic_write_text(run_dir / "config.yaml", dump(cfg))
+    if cfg["mode"] == "detail":
+        say(dump(cfg))
+    t0 = time.perf_counter()
+    dm = build_datamodule(cfg, model_cls)
+    t_data = time.perf_counter() - t0
+    say(f"{cfg['data']['name']}: {dm.num_users - 1} users, {dm.num_items - 1} items, "
+        f"{int(dm.data.stats['interactions'])} interactions (train {int(dm.data.stats['train'])}, "
+        f"valid {int(dm.data.stats['valid'])}, test {int(dm.data.stats['test'])}); data ready in {t_data:.2f}s")
+    model = build_model(cfg, model_cls, dm)
+    mode = model.metric_mode(val_metric)
+    if task == "train":
+        return _train(cfg, model, dm, run_dir, val_metric, mode, resume)
+    if not cfg.get("ckpt"):
+        raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
+    load_weights(model, cfg["ckpt"])
+    if task == "test":
+        trainer, _ = build_trainer(cfg, run_dir, val_metric, mode, epochs=0, with_checkpoints=False)
+        trainer.test(model, datamodule=dm, verbose=False)
+        metrics = {"test": model.last_metrics.get("test", {}), "ckpt": str(cfg["ckpt"])}
+        _write_metrics(run_dir, metrics)
+        say(_format_metrics("test", metrics["test"]))
+        return {"run_dir": str(run_dir), **metrics}
+    from .infer import infer
+
+    out = infer(cfg, model, dm, run_dir)
+    say(f"wrote {out}")
+    return {"run_dir": str(run_dir), "output": str(out)}
+
+
+def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Optional[Path]):
+    epochs = int(cfg["epochs"])
+    t0 = time.perf_counter()
+    if model.closed_form:
+        model.fit_closed_form(dm)
+        trainer, _ = build_trainer(cfg, run_dir, val_metric, mode, epochs=0, with_checkpoints=False)
+        trainer.validate(model, datamodule=dm, verbose=False)
+        trainer.strategy.barrier()
+        best = run_dir / "best.ckpt"
+        if trainer.is_global_zero:
+            tmp = run_dir / ".best.ckpt.tmp"
+            torch.save({"state_dict": model.state_dict()}, tmp)
+            os.replace(tmp, best)
+        best_path, epochs_run = best, 0
+    else:
+        trainer, ckpt_cb = build_trainer(cfg, run_dir, val_metric, mode, epochs=epochs)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
+        best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "last.ckpt"
+        epochs_run = trainer.current_epoch
+    train_s = time.perf_counter() - t0
+    if best_path.exists():
+        load_weights(model, best_path)
+    valid = dict(model.last_metrics.get("valid", {}))
+    if not model.closed_form and best_path.exists():  # validation figures of the best checkpoint
+        trainer.validate(model, datamodule=dm, verbose=False)
+        valid = dict(model.last_metrics.get("valid", {}))
+    trainer.test(model, datamodule=dm, verbose=False)
+    metrics = {"test": model.last_metrics.get("test", {}), "valid": valid, "val_metric": val_metric,
+               "epochs": epochs_run, "train_seconds": round(train_s, 3), "best_ckpt": str(best_path)}
+    if trainer.is_global_zero:
+        _write_metrics(run_dir, metrics)
+        say(_format_metrics("valid (best)", valid))
+        say(_format_metrics("test", metrics["test"]))
+        say(f"run folder: {run_dir}")
+    return {"run_dir": str(run_dir), **metrics}
+
+
+def _write_metrics(run_dir: Path, metrics: Dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, sort_keys=False))
+
+
+def _format_metrics(title: str, values: Dict[str, float]) -> str:
+    return f"{title}: " + "  ".join(f"{k}={v:.4f}" for k, v in values.items())
