@@ -4,8 +4,9 @@ Retrieval models: input rows are users (a file with one raw user id per line, or
 whose header has ``user_id``; default: every user); output ``user_id<TAB>items<TAB>scores``
 with the top-k items (largest cutoff of ``eval.topk``) among items the user has not
 interacted with. Pointwise (CTR) models: input rows are ``user_id<TAB>item_id`` pairs
-(default: the test rows); output ``user_id<TAB>item_id<TAB>probability``. The history a
-model sees is every known interaction of the user.
+(default: the test rows, with the history they were evaluated on); output
+``user_id<TAB>item_id<TAB>probability``. For rows from a file, and for retrieval, the
+history a model sees is every known interaction of the user.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import List
 
 import torch
 
-from .data.dataset import csr_pairs, windows
+from .data.dataset import windows
+from .evaluation.topk import csr_rows
 from .data.errors import DataError
 from .utils import atomic_write_text
 
@@ -72,7 +74,7 @@ def infer(cfg, model, dm, run_dir: Path) -> Path:
         for s in range(0, users.numel(), bs):
             u = users[s:s + bs]
             seq, n = windows(items, ptr[u], ptr[u + 1], L)
-            mr, mc = csr_pairs(ptr, items, u)
+            mr, mc = csr_rows(ptr, items, u)
             batch = {"user_id": u, "seq": seq, "seq_len": n, "mask_rows": mr, "mask_cols": mc}
             batch = {kk: v.to(device) for kk, v in batch.items()}
             scores, top = model.recommend(batch, k)
@@ -86,17 +88,22 @@ def infer(cfg, model, dm, run_dir: Path) -> Path:
             lines = [r[-1] for r in rows]
             users = _ids([r[0] for r in rows], data.user_tokens, "user_id", Path(inp), lines)
             its = _ids([r[1] for r in rows], data.item_tokens, "item_id", Path(inp), lines)
-        else:
+
+            def batches():
+                for s in range(0, users.numel(), bs):
+                    u, it = users[s:s + bs], its[s:s + bs]
+                    seq, n = windows(items, ptr[u], ptr[u + 1], L)
+                    yield {"user_id": u, "item_id": it, "seq": seq, "seq_len": n}
+        else:  # the test rows, each with the history it was evaluated with
             ds = dm.eval_dataset("test")
-            b = ds[torch.arange(len(ds))]
-            users, its = b["user_id"], b["item_id"]
-        for s in range(0, users.numel(), bs):
-            u, it = users[s:s + bs], its[s:s + bs]
-            seq, n = windows(items, ptr[u], ptr[u + 1], L)
-            batch = {"user_id": u, "item_id": it, "seq": seq, "seq_len": n}
-            prob = model(({kk: v.to(device) for kk, v in batch.items()})).cpu().tolist()
+
+            def batches():
+                for s in range(0, len(ds), bs):
+                    yield ds[torch.arange(s, min(s + bs, len(ds)))]
+        for batch in batches():
+            prob = model({kk: v.to(device) for kk, v in batch.items()}).cpu().tolist()
             out_lines.extend(f"{data.user_tokens[a]}\t{data.item_tokens[b_]}\t{p:.6g}"
-                             for a, b_, p in zip(u.tolist(), it.tolist(), prob))
+                             for a, b_, p in zip(batch["user_id"].tolist(), batch["item_id"].tolist(), prob))
         header = "user_id\titem_id\tprobability"
     out = run_dir / "infer.tsv"
     atomic_write_text(out, header + "\n" + "\n".join(out_lines) + "\n")

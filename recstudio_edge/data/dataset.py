@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 from torch.utils.data import Dataset
 
+from ..evaluation.topk import csr_rows
 from .preprocess import HISTORY, TEST, TRAIN, VALID, Interactions
 
 Batch = Dict[str, torch.Tensor]
@@ -104,15 +105,6 @@ def windows(flat: torch.Tensor, start: torch.Tensor, end: torch.Tensor, length: 
     return seq, valid.sum(1)
 
 
-def csr_pairs(indptr: torch.Tensor, cols: torch.Tensor, users: torch.Tensor) -> (torch.Tensor, torch.Tensor):
-    """(row-in-batch, item) pairs of a CSR for a batch of users, vectorised."""
-    start, end = indptr[users], indptr[users + 1]
-    counts = end - start
-    rows = torch.repeat_interleave(torch.arange(users.numel()), counts)
-    offs = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    return rows, cols[torch.repeat_interleave(start, counts) + offs]
-
-
 class UserItemIndex:
     """Sorted keys ``user * num_items + item`` of every known interaction, for fast membership tests."""
 
@@ -171,7 +163,7 @@ class KindBuilder:
 
         def make(idx):
             u = users[idx]
-            rows, cols = csr_pairs(ptr, items, u)
+            rows, cols = csr_rows(ptr, items, u)
             dense = torch.zeros(u.numel(), n)
             dense[rows, cols] = 1.0
             return {"user_id": u, "item_id_set": dense}
@@ -226,8 +218,8 @@ class KindBuilder:
         def make(idx):
             u = users[idx]
             seq, n = windows(k_items, k_ptr[u], k_ptr[u + 1], L)
-            mr, mc = csr_pairs(k_ptr, k_items, u)
-            tr, tc = csr_pairs(t_ptr, t_items, u)
+            mr, mc = csr_rows(k_ptr, k_items, u)
+            tr, tc = csr_rows(t_ptr, t_items, u)
             return {"user_id": u, "seq": seq, "seq_len": n, "mask_rows": mr, "mask_cols": mc,
                     "target_rows": tr, "target_cols": tc}
 

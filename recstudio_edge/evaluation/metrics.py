@@ -259,48 +259,57 @@ def _grouped_auc_parts(scores: Tensor, labels: Tensor, groups: Optional[Tensor])
         raise ValueError(f"scores has {s.numel()} elements, labels has {y.numel()}")
     y = y if y.dtype == torch.bool else y > 0.5
     device = s.device
+    n = s.numel()
     if groups is None:
         order = torch.argsort(s)
-        g_sorted = None
+        new_group = None
     else:
         g = groups.detach().reshape(-1).to(device)
-        if g.numel() != s.numel():
-            raise ValueError(f"scores has {s.numel()} elements, groups has {g.numel()}")
+        if g.numel() != n:
+            raise ValueError(f"scores has {n} elements, groups has {g.numel()}")
         # lexicographic sort by (group, score): sort by score, then a stable sort by group
         # (the order among tied scores does not matter: ties are handled as runs)
         order = torch.argsort(s)
-        order = order[torch.argsort(g[order], stable=True)]
-        g_sorted = g[order]
+        g_sorted, by_group = torch.sort(g[order], stable=True)
+        order = order[by_group]
+        new_group = torch.ones(n, dtype=torch.bool, device=device)
+        new_group[1:] = g_sorted[1:] != g_sorted[:-1]
     s_sorted = s[order]
     y_sorted = y[order]
-    n = s_sorted.numel()
 
-    new_group = torch.zeros(n, dtype=torch.bool, device=device)
-    new_group[:1] = True
-    if g_sorted is not None and n > 1:
-        new_group[1:] = g_sorted[1:] != g_sorted[:-1]
-    new_run = new_group.clone()  # start of a run of tied scores within a group
-    if n > 1:
-        new_run[1:] |= s_sorted[1:] != s_sorted[:-1]
+    # runs: maximal blocks of equal score inside one group (positions in sorted order)
+    new_run = torch.ones(n, dtype=torch.bool, device=device)
+    new_run[1:] = s_sorted[1:] != s_sorted[:-1]
+    if new_group is not None:
+        new_run |= new_group
+    run_start = torch.nonzero(new_run).reshape(-1)  # [R]
+    n_arr = torch.full((1,), n, dtype=torch.long, device=device)
 
-    pos = y_sorted.to(torch.long)
-    neg = 1 - pos
-    neg_before = torch.cumsum(neg, 0) - neg  # negatives strictly before each position
-    run_id = torch.cumsum(new_run.to(torch.long), 0) - 1
-    grp_id = torch.cumsum(new_group.to(torch.long), 0) - 1
-    run_start = torch.nonzero(new_run).reshape(-1)
-    grp_start = torch.nonzero(new_group).reshape(-1)
-    n_runs, n_groups = run_start.numel(), grp_start.numel()
+    cum_pos = torch.cumsum(y_sorted, 0, dtype=torch.long)  # inclusive prefix count of positives
+    pos_before_run = cum_pos[run_start] - y_sorted[run_start].to(torch.long)  # [R]
+    neg_before_run = run_start - pos_before_run
+    pos_bounds = torch.cat([pos_before_run, cum_pos[-1:]])  # [R + 1]
+    pos_run = pos_bounds[1:] - pos_bounds[:-1]
+    neg_run = torch.diff(run_start, append=n_arr) - pos_run
 
-    run_group = grp_id[run_start]
-    # negatives of the same group with a strictly lower score than the run
-    neg_below = neg_before[run_start] - neg_before[grp_start][run_group]
-    neg_run = torch.zeros(n_runs, dtype=torch.long, device=device).index_add_(0, run_id, neg)
-    pos_run = torch.zeros(n_runs, dtype=torch.long, device=device).index_add_(0, run_id, pos)
+    if new_group is None:
+        first_run = torch.zeros(1, dtype=torch.long, device=device)
+        run_group = torch.zeros_like(run_start)
+    else:
+        run_opens_group = new_group[run_start]  # [R]
+        first_run = torch.nonzero(run_opens_group).reshape(-1)  # [G], first run of each group
+        run_group = torch.cumsum(run_opens_group, 0, dtype=torch.long) - 1
+    # negatives of the same group scored strictly lower than the run, ties count half
+    neg_below = neg_before_run - neg_before_run[first_run][run_group]
     twice_u_run = pos_run * (2 * neg_below + neg_run)
-    twice_u = torch.zeros(n_groups, dtype=torch.long, device=device).index_add_(0, run_group, twice_u_run)
-    n_pos = torch.zeros(n_groups, dtype=torch.long, device=device).index_add_(0, grp_id, pos)
-    n_neg = torch.zeros(n_groups, dtype=torch.long, device=device).index_add_(0, grp_id, neg)
+    # per-group sums of the contiguous runs via prefix sums at group boundaries
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    cum_u = torch.cat([zero, torch.cumsum(twice_u_run, 0)])
+    run_bounds = torch.cat([first_run, torch.full((1,), run_start.numel(), dtype=torch.long, device=device)])
+    twice_u = cum_u[run_bounds[1:]] - cum_u[run_bounds[:-1]]
+    n_pos = pos_bounds[run_bounds[1:]] - pos_bounds[run_bounds[:-1]]
+    n_rows = torch.diff(torch.cat([run_start[first_run], n_arr]))
+    n_neg = n_rows - n_pos
     return twice_u, n_pos, n_neg
 
 

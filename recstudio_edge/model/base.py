@@ -41,11 +41,15 @@ class Recommender(pl.LightningModule):
         self.num_users, self.num_items = int(num_users), int(num_items)
         self.lr, self.weight_decay, self.optimizer_name = float(lr), float(weight_decay), optimizer.lower()
         self.topk = sorted(int(k) for k in topk)
+        if self.topk and (self.topk[0] < 1 or self.topk[-1] >= self.num_items):
+            raise ValueError(f"eval.topk {self.topk}: every cutoff must be in 1..{self.num_items - 1} "
+                             f"(the number of items)")
         self.metric_names = [m.lower() for m in metrics]
         self.mask_history = bool(mask_history)
         self.max_seq_len = int(max_seq_len)
         self._acc: Dict[str, object] = {}
         self.last_metrics: Dict[str, Dict[str, float]] = {}
+        self.last_metrics_epoch: Dict[str, int] = {}
 
     # ---- hooks a model may override --------------------------------------------------
     def on_data(self, item_counts: torch.Tensor) -> None:
@@ -106,7 +110,7 @@ class Recommender(pl.LightningModule):
             scores[:, 0] = float("-inf")
             if self.mask_history:
                 mask_scores_(scores, batch["mask_rows"], batch["mask_cols"])
-            k = min(max(self.topk), scores.size(1) - 1)
+            k = max(self.topk)
             _, hits, num_pos = topk_hits(scores, k, batch["target_rows"], batch["target_cols"])
             acc.update(hits, num_pos)
         else:
@@ -123,6 +127,7 @@ class Recommender(pl.LightningModule):
             logits, labels, groups = (self._gather_cat(t.to(self.device)) for t in acc.tensors())
             values = acc.compute(logits, labels, groups)
         self.last_metrics[stage] = {k: float(v) for k, v in values.items()}
+        self.last_metrics_epoch[stage] = self.current_epoch if self._trainer is not None else -1
         self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
 
     # distributed helpers: sums and concatenations across processes ------------------------

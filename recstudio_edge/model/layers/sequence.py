@@ -1,9 +1,13 @@
 """Sequence encoders: a SASRec transformer block and a GRU that handles left padding."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .dropout import FastDropout, fast_dropout
 
 
 class TransformerBlock(nn.Module):
@@ -22,7 +26,7 @@ class TransformerBlock(nn.Module):
         self.ffn1 = nn.Linear(dim, inner_dim)
         self.ffn2 = nn.Linear(inner_dim, dim)
         self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
         self.p = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -34,7 +38,12 @@ class TransformerBlock(nn.Module):
         q = split(F.linear(q_in, wq, bq))
         k = split(F.linear(x, wk, bk))
         v = split(F.linear(x, wv, bv))
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        if self.training and self.p > 0:  # attention dropout with the cheap mask (see dropout.py)
+            w = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // self.h))
+            w = torch.softmax(w.masked_fill(~mask, float("-inf")), dim=-1)
+            att = fast_dropout(w, self.p, True) @ v
+        else:
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = q_in + self.drop(self.out(att.transpose(1, 2).reshape(B, L, D)))
         y = self.ln_ffn(x)
         return y + self.drop(self.ffn2(self.drop(self.act(self.ffn1(y)))))

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ...registry import register_model
-from ..layers import GRUEncoder
+from ..layers import FastDropout, GRUEncoder
 from ..towers import ItemTower
 
 
@@ -17,7 +17,7 @@ class GRU4Rec(ItemTower):
     def __init__(self, num_items: int, embed_dim: int = 64, hidden_size: int = 128, num_layers: int = 1,
                  dropout: float = 0.3, **base):
         super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
         self.encoder = GRUEncoder(embed_dim, hidden_size, num_layers)
         self.proj = nn.Linear(hidden_size, embed_dim)
         nn.init.xavier_normal_(self.item_emb.weight)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...registry import register_model
-from ..layers import TransformerBlock, causal_padding_mask
+from ..layers import FastDropout, TransformerBlock, causal_padding_mask
 from ..towers import ItemTower
 
 
@@ -26,7 +26,7 @@ class SASRec(ItemTower):
                  inner_dim: int = 256, dropout: float = 0.2, activation: str = "gelu", **base):
         super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
         self.pos_emb = nn.Embedding(self.max_seq_len, embed_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, inner_dim, dropout, activation)
                                     for _ in range(num_blocks))
         self.last_ln = nn.LayerNorm(embed_dim, eps=1e-8)

@@ -1,0 +1,212 @@
+"""Shared helpers of the benchmark scripts: machine line, child processes with their own peak
+memory, the RecBole (peer) runner, our worker, tables.
+
+Every measured run is a separate child process, so its peak RSS (``ru_maxrss`` from
+``os.wait4`` of that child) is its own high-water mark and nothing is shared between runs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+# Set-up outside the repo (see bench/README.md): RecBole 1.2.1 venv, runner, configs, data.
+BENCH_DATA = Path(os.environ.get("BENCH_DATA", "/work/bench_data"))
+PEER_PY = Path(os.environ.get("PEER_PY", "/work/peer-venv/bin/python"))
+PEER_RUNNER = Path(os.environ.get("PEER_RUNNER", "/work/shared/peer/run_peer.py"))
+PEER_CONFIGS = BENCH_DATA / "peer_configs"
+PEER_DATA = BENCH_DATA / "data"              # RecBole integer-id .inter files (data_path of the configs)
+OURS_DATA = BENCH_DATA / "ours"              # <OURS_DATA>/ml-1m/ml-1m.inter -> real atomic ml-1m
+ML1M_ATOMIC = BENCH_DATA / "ml-1m-atomic"
+RUNS_DIR = BENCH_DATA / "runs"               # our run folders (outside the repo)
+
+# Dataset name -> (our data_dir, what it is). RecBole reads PEER_DATA/<name>/<name>.inter.
+OUR_DATA_DIRS = {
+    "synth-1m": (PEER_DATA, "same file as RecBole's (integer ids)"),
+    "ml-1m": (OURS_DATA, "real ml-1m atomic (user tokens 1m_<id>, items keyed by title, CRLF)"),
+}
+
+
+# ---- environment ---------------------------------------------------------------------------------
+def ensure_ours_data() -> None:
+    """``<OURS_DATA>/ml-1m/ml-1m.inter`` as a symlink to the real atomic file (never copied)."""
+    folder = OURS_DATA / "ml-1m"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "ml-1m.inter"
+    if not link.exists():
+        link.symlink_to(ML1M_ATOMIC / "ml-1m.inter")
+
+
+def check_setup(need_peer: bool = True) -> None:
+    missing = [str(p) for p in (PEER_DATA / "synth-1m" / "synth-1m.inter", ML1M_ATOMIC / "ml-1m.inter")
+               if not p.exists()]
+    if need_peer:
+        missing += [str(p) for p in (PEER_PY, PEER_RUNNER, PEER_CONFIGS / "bpr.yaml") if not p.exists()]
+    if missing:
+        raise SystemExit("benchmark set-up missing (see bench/README.md): " + ", ".join(missing))
+    ensure_ours_data()
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def loadavg() -> List[float]:
+    try:
+        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+    except OSError:
+        return []
+
+
+def machine() -> Dict[str, Any]:
+    import lightning
+    import torch
+
+    gpu = "none"
+    if torch.cuda.is_available():
+        gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    peer_torch = None
+    try:
+        peer_torch = subprocess.run([str(PEER_PY), "-c", "import torch, recbole; print(torch.__version__, "
+                                     "recbole.__version__, torch.get_num_threads())"],
+                                    capture_output=True, text=True, timeout=120).stdout.strip()
+    except Exception:  # noqa: BLE001 - the peer is optional for --quick without it
+        pass
+    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "lightning": lightning.__version__, "python": platform.python_version(), "gpu": gpu,
+            "peer_torch_recbole_threads": peer_torch, "loadavg_at_start": loadavg()}
+
+
+def machine_line(m: Dict[str, Any]) -> str:
+    return (f"{m['date']} | CPU: {m['cpu']} x {m['cores']} cores | torch threads {m['torch_threads']} | "
+            f"torch {m['torch']} | lightning {m['lightning']} | python {m['python']} | GPU: {m['gpu']} | "
+            f"peer (torch, recbole, threads): {m['peer_torch_recbole_threads']} | "
+            f"load avg at start {m['loadavg_at_start']}")
+
+
+# ---- child processes ----------------------------------------------------------------------------
+def run_child(cmd: Sequence[str], log_path: Path, timeout: float, cwd: Optional[Path] = None,
+              env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Run ``cmd`` with stdout+stderr to ``log_path``; kill its process group after ``timeout`` s.
+
+    Returns ``{rc, wall_s, maxrss_mb, timed_out, load_before, load_after}``; ``maxrss_mb`` is
+    the child's own peak RSS (``wait4`` rusage of that child, including what it waited for).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("PYTHONPATH", str(REPO))
+    load_before = loadavg()
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(map(str, cmd)) + "\n")
+        log.flush()
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=full_env, start_new_session=True)
+        timed_out = False
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if time.perf_counter() - t0 > timeout:
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group of the child we started
+                except ProcessLookupError:
+                    pass
+                pid, status, ru = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"rc": proc.returncode, "wall_s": round(time.perf_counter() - t0, 2),
+            "maxrss_mb": round(ru.ru_maxrss / 1024, 1), "timed_out": timed_out,
+            "load_before": load_before, "load_after": loadavg(), "log": str(log_path)}
+
+
+def run_peer(model: str, dataset: str, config: str, tag: str, out_dir: Path, timeout: float,
+             max_batches: Optional[int] = None, anomaly: bool = False) -> Dict[str, Any]:
+    """RecBole 1.2.1 via /work/shared/peer/run_peer.py, cwd BENCH_DATA (its ./log lands there)."""
+    out_json = out_dir / f"peer_{tag}.json"
+    env = {"PEER_ANOMALY": "1" if anomaly else "0"}
+    if max_batches:
+        env["PEER_MAX_BATCHES"] = str(int(max_batches))
+    env["PYTHONPATH"] = ""  # the peer venv must not see our checkout
+    cmd = [PEER_PY, PEER_RUNNER, model, dataset, PEER_CONFIGS / config, out_json]
+    if out_json.exists():
+        out_json.unlink()
+    proc = run_child(cmd, out_dir / f"peer_{tag}.log", timeout, cwd=BENCH_DATA, env=env)
+    res = json.loads(out_json.read_text()) if out_json.exists() else {}
+    return {"proc": proc, **res}
+
+
+def run_ours(spec: Dict[str, Any], tag: str, out_dir: Path, timeout: float) -> Dict[str, Any]:
+    """Our side via bench/ours_worker.py in a fresh process (its own peak RSS)."""
+    spec_path = out_dir / f"ours_{tag}.spec.json"
+    out_json = out_dir / f"ours_{tag}.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    if out_json.exists():
+        out_json.unlink()
+    cmd = [sys.executable, REPO / "bench" / "ours_worker.py", spec_path, out_json]
+    proc = run_child(cmd, out_dir / f"ours_{tag}.log", timeout, cwd=REPO)
+    res = json.loads(out_json.read_text()) if out_json.exists() else {}
+    return {"proc": proc, **res}
+
+
+def new_results_dir(script: str, quick: bool) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    d = RESULTS / f"{script}{'-quick' if quick else ''}-{stamp}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+def fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if x != x:  # NaN
+            return "-"
+        if abs(x) >= 1e5:
+            return f"{x / 1e3:,.0f}k"
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or a != a or b != b or b == 0:
+        return None
+    return a / b
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |")
+    return "\n".join(out)
+
+
+def median(xs: Sequence[float]) -> Optional[float]:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
