@@ -102,6 +102,14 @@ def machine_line(m: Dict[str, Any]) -> str:
 
 
 # ---- child processes ----------------------------------------------------------------------------
+def thread_env(threads: int, passive: bool = False) -> Dict[str, str]:
+    """Environment that pins torch's intra-op threads (OpenMP/MKL) for a child, peer or ours."""
+    env = {"OMP_NUM_THREADS": str(int(threads)), "MKL_NUM_THREADS": str(int(threads))}
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
 def run_child(cmd: Sequence[str], log_path: Path, timeout: float, cwd: Optional[Path] = None,
               env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run ``cmd`` with stdout+stderr to ``log_path``; kill its process group after ``timeout`` s.
@@ -112,7 +120,6 @@ def run_child(cmd: Sequence[str], log_path: Path, timeout: float, cwd: Optional[
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
-    full_env.setdefault("PYTHONPATH", str(REPO))
     load_before = loadavg()
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
@@ -140,15 +147,20 @@ def run_child(cmd: Sequence[str], log_path: Path, timeout: float, cwd: Optional[
             "load_before": load_before, "load_after": loadavg(), "log": str(log_path)}
 
 
-def run_peer(model: str, dataset: str, config: str, tag: str, out_dir: Path, timeout: float,
-             max_batches: Optional[int] = None, anomaly: bool = False) -> Dict[str, Any]:
-    """RecBole 1.2.1 via /work/shared/peer/run_peer.py, cwd BENCH_DATA (its ./log lands there)."""
+def run_peer(model: str, dataset: str, config, tag: str, out_dir: Path, timeout: float,
+             max_batches: Optional[int] = None, anomaly: bool = False,
+             env_extra: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """RecBole 1.2.1 via /work/shared/peer/run_peer.py, cwd BENCH_DATA (its ./log lands there).
+
+    ``config``: a file name in PEER_CONFIGS or a path."""
     out_json = out_dir / f"peer_{tag}.json"
-    env = {"PEER_ANOMALY": "1" if anomaly else "0"}
+    env = dict(env_extra or {})
+    env["PEER_ANOMALY"] = "1" if anomaly else "0"
     if max_batches:
         env["PEER_MAX_BATCHES"] = str(int(max_batches))
     env["PYTHONPATH"] = ""  # the peer venv must not see our checkout
-    cmd = [PEER_PY, PEER_RUNNER, model, dataset, PEER_CONFIGS / config, out_json]
+    cfg_path = Path(config) if Path(config).is_absolute() else PEER_CONFIGS / config
+    cmd = [PEER_PY, PEER_RUNNER, model, dataset, cfg_path, out_json]
     if out_json.exists():
         out_json.unlink()
     proc = run_child(cmd, out_dir / f"peer_{tag}.log", timeout, cwd=BENCH_DATA, env=env)
@@ -156,7 +168,8 @@ def run_peer(model: str, dataset: str, config: str, tag: str, out_dir: Path, tim
     return {"proc": proc, **res}
 
 
-def run_ours(spec: Dict[str, Any], tag: str, out_dir: Path, timeout: float) -> Dict[str, Any]:
+def run_ours(spec: Dict[str, Any], tag: str, out_dir: Path, timeout: float,
+             env_extra: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Our side via bench/ours_worker.py in a fresh process (its own peak RSS)."""
     spec_path = out_dir / f"ours_{tag}.spec.json"
     out_json = out_dir / f"ours_{tag}.json"
@@ -164,7 +177,9 @@ def run_ours(spec: Dict[str, Any], tag: str, out_dir: Path, timeout: float) -> D
     if out_json.exists():
         out_json.unlink()
     cmd = [sys.executable, REPO / "bench" / "ours_worker.py", spec_path, out_json]
-    proc = run_child(cmd, out_dir / f"ours_{tag}.log", timeout, cwd=REPO)
+    env = dict(env_extra or {})
+    env["PYTHONPATH"] = str(REPO)
+    proc = run_child(cmd, out_dir / f"ours_{tag}.log", timeout, cwd=REPO, env=env)
     res = json.loads(out_json.read_text()) if out_json.exists() else {}
     return {"proc": proc, **res}
 

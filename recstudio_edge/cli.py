@@ -7,19 +7,14 @@ checkpoints, ``metrics.json`` and ``run.log``.
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .config import CONFIG_DIR, ConfigError, build_config, dump, load_yaml
+from .config import CONFIG_DIR, ConfigError, build_config, load_yaml
+from .data.errors import DataError
 from .registry import did_you_mean, get_model_class, list_models
-from .utils import atomic_write_text
-
-log = logging.getLogger("recstudio_edge")
 
 USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer]
                      [--mode=light|detail] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
@@ -32,7 +27,6 @@ USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--ta
 """
 TASKS = ("train", "test", "infer")
 PLANNED_TASKS = {"export": "ONNX export of the on-device part", "tune": "NNI hyper-parameter search"}
-RUN_DIR_ENV = "RECSTUDIO_EDGE_RUN_DIR"
 
 
 class UsageError(ValueError):
@@ -79,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     try:
         return _main(argv)
-    except (UsageError, ConfigError, KeyError, TypeError) as e:
+    except (UsageError, ConfigError, DataError, KeyError, TypeError) as e:
         if os.environ.get("RECSTUDIO_EDGE_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -127,8 +127,12 @@ def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minm
     ckpt_cb = None
     if with_checkpoints:
         ckpt_cb = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode_minmax,
-                                  save_last=True, save_top_k=1, auto_insert_metric_name=False)
-        callbacks.append(ckpt_cb)
+                                  save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+        # last.ckpt after every epoch, whether or not it improved (Lightning's save_last only
+        # refreshes it when a best checkpoint is written): this is what --resume continues from
+        last_cb = ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1,
+                                  enable_version_counter=False)
+        callbacks += [ckpt_cb, last_cb]
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode_minmax, patience=int(cfg["eval"]["patience"]),
                                        check_on_train_epoch_end=False))
     callbacks.append(MetricsTable(monitor, detail=cfg["mode"] == "detail"))
@@ -185,7 +189,8 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str) -> Dict[str, Any]:
     run_dir = make_run_dir(cfg)
     setup_logging(run_dir, cfg["mode"])
     pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    val_metric = resolve_val_metric(cfg, model_cls)
+    # the validation metric steers training only (test and infer may use other cutoffs)
+    val_metric = resolve_val_metric(cfg, model_cls) if task == "train" else model_cls.default_val_metric
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         atomic_write_text(run_dir / "config.yaml", dump(cfg))
     if cfg["mode"] == "detail":

@@ -1,0 +1,93 @@
+"""Layered config: precedence, validation with closest-name errors, command-line forms."""
+from __future__ import annotations
+
+import pytest
+
+from recstudio_edge.cli import main, parse_argv
+from recstudio_edge.config import ConfigError, build_config
+from recstudio_edge.registry import get_model_class
+
+
+def cfg_for(model="BPR", dataset=None, config=None, **over):
+    return build_config(model, dataset, config, over, get_model_class(model))
+
+
+def test_layers_later_wins(tmp_path):
+    base = cfg_for("BPR")
+    assert base["train"]["lr"] == 0.001 and base["data"]["split"]["mode"] == "user_entry"
+    seq = cfg_for("SASRec")  # the model file overrides the base split
+    assert seq["data"]["split"]["mode"] == "loo" and seq["data"]["split"]["ratios"] == [0.8, 0.1, 0.1]
+    mine = tmp_path / "my.yaml"
+    mine.write_text("train:\n  lr: 0.05\nmodel:\n  embed_dim: 16\n")
+    c = cfg_for("SASRec", config=str(mine), **{"model.embed_dim": "8"})
+    assert c["train"]["lr"] == 0.05  # --config beats the model file
+    assert c["model"]["embed_dim"] == 8  # the command line beats --config
+    assert c["model"]["num_blocks"] == 2  # untouched keys keep the model file's value
+
+
+def test_dataset_config_layer():
+    c = cfg_for("BPR", dataset="ML-1M")  # case-insensitive
+    assert c["data"]["name"] == "ml-1m" and c["data"]["archive_root"] == "ml-1m"
+
+
+def test_unknown_key_names_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr'.*'train.lr'"):
+        cfg_for(**{"train.lrr": "0.1"})
+    with pytest.raises(ConfigError, match=r"data.split.mod.*data.split.mode"):
+        cfg_for(**{"data.split.mod": "loo"})
+
+
+def test_model_key_checked_against_constructor():
+    with pytest.raises(ConfigError, match=r"'model.embed_dimm' for BPR.*embed_dim"):
+        cfg_for(**{"model.embed_dimm": "8"})
+    with pytest.raises(ConfigError, match=r"model.lr.*train.lr"):
+        cfg_for(**{"model.lr": "0.1"})
+
+
+def test_trainer_key_checked_against_lightning():
+    with pytest.raises(ConfigError, match=r"trainer.max_epoch.*max_epochs"):
+        cfg_for(**{"trainer.max_epoch": "3"})
+    assert cfg_for(**{"trainer.strategy": "ddp"})["trainer"]["strategy"] == "ddp"
+
+
+def test_leaf_names_and_yaml_values():
+    c = cfg_for(lr="0.01", topk="[5, 10]", epochs="3")
+    assert c["train"]["lr"] == 0.01 and c["eval"]["topk"] == [5, 10] and c["epochs"] == 3
+    with pytest.raises(ConfigError, match="ambiguous.*eval.batch_size.*train.batch_size"):
+        cfg_for(batch_size="8")
+
+
+def test_config_file_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        cfg_for(config=str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("eval:\n  topkk: [5]\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown key 'eval.topkk'.*eval.topk"):
+        cfg_for(config=str(typo))
+
+
+def test_argv_forms():
+    opts, over = parse_argv(["-m=sasrec", "-d", "ml-1m", "--epochs=3", "--resume", "--lr", "0.1"])
+    assert opts["model"] == "sasrec" and opts["dataset"] == "ml-1m"
+    assert over == {"epochs": "3", "resume": "true", "lr": "0.1"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-m=BPRR"], "unknown model 'BPRR': did you mean 'BPR'"),
+    (["-m=sasrek"], "did you mean 'SASRec'"),
+    (["--epochz=3"], "unknown key 'epochz'.*'epochs'"),
+    (["--task=export"], "not available in this version"),
+    (["--task=trian"], "unknown task 'trian'.*'train'"),
+    (["-d=ml-1n", "--data_dir=/nonexistent-recstudio-edge"], "ml-1m"),
+])
+def test_cli_errors_are_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    import re
+
+    assert re.search(message, err), err
