@@ -174,13 +174,17 @@ def run_ours(spec: Dict[str, Any], tag: str, out_dir: Path, timeout: float,
     spec_path = out_dir / f"ours_{tag}.spec.json"
     out_json = out_dir / f"ours_{tag}.json"
     spec_path.write_text(json.dumps(spec, indent=1))
-    if out_json.exists():
-        out_json.unlink()
+    for old in (out_json, Path(str(out_json) + ".partial")):
+        if old.exists():
+            old.unlink()
     cmd = [sys.executable, REPO / "bench" / "ours_worker.py", spec_path, out_json]
     env = dict(env_extra or {})
     env["PYTHONPATH"] = str(REPO)
     proc = run_child(cmd, out_dir / f"ours_{tag}.log", timeout, cwd=REPO, env=env)
     res = json.loads(out_json.read_text()) if out_json.exists() else {}
+    partial = Path(str(out_json) + ".partial")
+    if not res and partial.exists():  # killed at its time limit: what it recorded per epoch
+        res = json.loads(partial.read_text())
     return {"proc": proc, **res}
 
 

@@ -79,6 +79,7 @@ class Timer(pl.Callback):
         self.fit_t0 = None
         self.cur = None
         self.reached = None
+        self.partial_path = spec.get("_partial_path")
 
     # helpers -------------------------------------------------------------------------------
     def elapsed(self):
@@ -173,6 +174,13 @@ class Timer(pl.Callback):
         c["elapsed_s"] = self.elapsed()
         self.epochs.append({k: v for k, v in c.items() if k not in ("t0", "t_last")})
         self.cur = None
+        if self.partial_path:
+            try:
+                with open(self.partial_path, "w") as f:
+                    json.dump({"epochs": self.epochs, "probes": self.probes, "evals": self.evals,
+                               "partial": True}, f, default=float)
+            except OSError:
+                pass
         if self.budget is not None and self.elapsed() > float(self.budget):
             trainer.should_stop = True
         if self.stop_at and self.stop_at.get("stop") and self.reached is not None:
@@ -227,6 +235,7 @@ def task_train(spec):
 def main():
     spec_path, out_path = sys.argv[1], sys.argv[2]
     spec = json.load(open(spec_path))
+    spec["_partial_path"] = out_path + ".partial"
     torch.set_num_threads(int(spec.get("threads") or torch.get_num_threads()))
     out = {"spec": spec, "torch_threads": torch.get_num_threads()}
     if spec["task"] == "parse":

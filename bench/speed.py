@@ -13,7 +13,7 @@ Rows (ours vs RecBole, ratio):
   SASRec / GRU4Rec seconds per epoch on real ml-1m (ours: full epochs; RecBole:
       PEER_MAX_BATCHES batches, epoch time extrapolated by run_peer.py).
 Every run is a fresh child process; JSON and logs go to bench/results/speed-<stamp>/.
---quick: ml-100k only, 2 BPR epochs, 1 SASRec epoch against 2 RecBole batches (about a minute).
+--quick: ml-100k only, 1 SASRec epoch against 2 RecBole batches (about a minute and a half).
 """
 from __future__ import annotations
 
@@ -105,14 +105,17 @@ def main(argv=None):
         f"OMP_WAIT_POLICY {m['omp_wait_policy']}")
     if a.quick:
         datasets = [("ml-100k", PEER_DATA)]
-        reps, bpr_epochs = a.reps or 1, 2
-        seq_models, seq_epochs, peer_batches, seq_ds, seq_dir = ["SASRec"], a.seq_epochs or 1, a.seq_peer_batches or 2, \
-            "ml-100k", PEER_DATA
+        reps, bpr_epochs = a.reps or 1, 5
+        seq_runs = [("SASRec", "SASRec", {})]
+        seq_epochs, peer_batches, seq_ds, seq_dir = a.seq_epochs or 1, a.seq_peer_batches or 2, "ml-100k", PEER_DATA
     else:
         datasets = [("synth-1m", PEER_DATA), ("ml-1m", OURS_DATA)]
         reps, bpr_epochs = a.reps or 3, 5
-        seq_models, seq_epochs, peer_batches, seq_ds, seq_dir = ["SASRec", "GRU4Rec"], a.seq_epochs or 2, \
-            a.seq_peer_batches or 20, "ml-1m", OURS_DATA
+        # SASRec twice: our default (L=200) and L=50 (RecBole's MAX_ITEM_LIST_LENGTH) with eval batch 512
+        seq_runs = [("SASRec", "SASRec", {}),
+                    ("SASRec-L50", "SASRec", {"data.max_seq_len": 50, "eval.batch_size": 512}),
+                    ("GRU4Rec", "GRU4Rec", {})]
+        seq_epochs, peer_batches, seq_ds, seq_dir = a.seq_epochs or 2, a.seq_peer_batches or 20, "ml-1m", OURS_DATA
     res = {"machine": m, "args": vars(a), "targets": TARGETS, "parse": {}, "bpr": {}, "seq": {}}
 
     for name, ddir in datasets:
@@ -136,20 +139,27 @@ def main(argv=None):
         (out / "speed.json").write_text(json.dumps(res, indent=1, default=float))
 
     if "seq" in only:
-        for model in seq_models:
-            log(f"[seq] {model} {seq_ds}: ours {seq_epochs} full epochs")
+        peers = {}
+        for label, model, over in seq_runs:
+            log(f"[seq] {label} {seq_ds}: ours {seq_epochs} full epochs")
             spec = {"task": "train", "model": model, "dataset": seq_ds, "data_dir": str(seq_dir), "epochs": seq_epochs,
-                    "threads": a.threads}
-            r = run_ours(spec, f"{model.lower()}_{seq_ds}", out, 1200, env)
-            res["seq"].setdefault(model, {})["ours"] = train_summary(r)
-            res["seq"][model]["ours"]["max_seq_len"] = (r.get("config") or {}).get("data", {}).get("max_seq_len")
-            res["seq"][model]["ours"]["batch_size"] = (r.get("config") or {}).get("train", {}).get("batch_size")
-            log(f"  ours: {res['seq'][model]['ours']['s_per_epoch']} s/epoch, rc {r['proc']['rc']}")
-            log(f"[seq] {model} {seq_ds}: RecBole {peer_batches} batches")
-            p = run_peer(model, seq_ds, f"{model.lower()}.yaml", f"{model.lower()}_{seq_ds}", out, 1200,
-                         max_batches=peer_batches, env_extra=env)
-            res["seq"][model]["peer"] = peer_summary(p)
-            log(f"  RecBole: {res['seq'][model]['peer'].get('s_per_epoch')} s/epoch (extrapolated), rc {p['proc']['rc']}")
+                    "threads": a.threads, "overrides": over}
+            r = run_ours(spec, f"{label.lower()}_{seq_ds}", out, 1200, env)
+            o = train_summary(r)
+            o["max_seq_len"] = (r.get("config") or {}).get("data", {}).get("max_seq_len")
+            o["batch_size"] = (r.get("config") or {}).get("train", {}).get("batch_size")
+            o["eval_batch_size"] = json.loads((out / f"ours_{label.lower()}_{seq_ds}.spec.json").read_text()).get(
+                "overrides", {}).get("eval.batch_size", 4096)
+            res["seq"].setdefault(label, {})["ours"] = o
+            res["seq"][label]["model"] = model
+            log(f"  ours: {o['s_per_epoch']} s/epoch, rc {r['proc']['rc']}")
+            if model not in peers:
+                log(f"[seq] {model} {seq_ds}: RecBole {peer_batches} batches")
+                p = run_peer(model, seq_ds, f"{model.lower()}.yaml", f"{model.lower()}_{seq_ds}", out, 1200,
+                             max_batches=peer_batches, env_extra=env)
+                peers[model] = peer_summary(p)
+                log(f"  RecBole: {peers[model].get('s_per_epoch')} s/epoch (extrapolated), rc {p['proc']['rc']}")
+            res["seq"][label]["peer"] = peers[model]
             (out / "speed.json").write_text(json.dumps(res, indent=1, default=float))
 
     res["suite_wall_s"] = time.perf_counter() - t_suite
@@ -220,7 +230,7 @@ def render(res, seq_ds):
                          "failed" if p.get("failed") else "-", "-", "-"])
             continue
         rows.append([f"{model} {seq_ds}: s/epoch", f"{o['s_per_epoch']:.1f} (full epochs, L={o.get('max_seq_len')}, "
-                     f"{o['samples_per_epoch']:.0f} sequences of batch {o.get('batch_size')})",
+                     f"{o['samples_per_epoch']:.0f} sequences, batch {o.get('batch_size')}, eval batch {o.get('eval_batch_size')})",
                      f"{p['s_per_epoch']:,.0f} (extrapolated from {p.get('max_batches')} batches, L=50)",
                      f"{ratio(p['s_per_epoch'], o['s_per_epoch']):.1f}x", "-"])
         rows.append([f"{model} {seq_ds}: next-item targets trained/s", f"{o['targets_per_s']:,.0f} "
