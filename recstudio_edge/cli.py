@@ -42,7 +42,8 @@ def parse_argv(argv: List[str]) -> Tuple[Dict[str, Optional[str]], Dict[str, str
     while i < len(argv):
         tok = argv[i]
         if tok in ("-h", "--help"):
-            raise SystemExit(usage())
+            print(usage())
+            raise SystemExit(0)
         if not tok.startswith("-"):
             raise UsageError(f"unexpected argument {tok!r} (options look like --key=value)")
         key, eq, val = tok.partition("=")

@@ -87,3 +87,13 @@ def test_index_sampler_shards_cover_rows_once_for_eval(monkeypatch):
     e1 = torch.cat(list(s)).tolist()
     s.set_epoch(2)
     assert sorted(e1) == list(range(10)) and torch.cat(list(s)).tolist() != e1 and len(s) == 3
+
+
+def test_ae_kind_rows_are_users_with_their_train_items():
+    d = small()
+    ds = KindBuilder(d, max_seq_len=3).train("ae")
+    batch = ds[torch.arange(len(ds))]
+    assert batch["item_id_set"].shape == (2, d.num_items)
+    a = batch["user_id"].tolist().index(d.user_tokens.index("a"))
+    items = torch.nonzero(batch["item_id_set"][a]).flatten().tolist()
+    assert sorted(tok(d, items)) == ["1", "2", "3", "4"]  # train only: 5 (valid) and 6 (test) are hidden
