@@ -115,7 +115,8 @@ class RecDataModule(pl.LightningDataModule):
         self.prepare_data()
         if not hasattr(self, "builder"):
             self.builder = KindBuilder(self.data, self.cfg.get("max_seq_len", 50), self.cfg.get("neg_per_pos", 1),
-                                       self.cfg.get("eval_neg_per_pos", 1), self.seed)
+                                       self.cfg.get("eval_neg_per_pos", 1), self.seed,
+                                       int(self.cfg.get("group_num") or 0))
             if int(self.train_mask().sum()) == 0:
                 raise DataError(str(self.data_dir / self.cfg["name"]), message="the split left no training data")
 

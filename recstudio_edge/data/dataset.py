@@ -11,7 +11,8 @@ Dataset kinds (a model class declares one as ``data_kind``):
 - ``seq``: one row per user, every position predicts the next item
   ``{user_id, seq [B, L], seq_len, target_seq [B, L]}`` (left-padded, 0 = padding);
 - ``ctr``: labelled rows ``{user_id, item_id, seq, seq_len, label}``, the history being the
-  user's items before the target, negatives drawn from items the user never touched.
+  user's items before the target, negatives drawn from items the user never touched; with
+  ``group_num > 0`` also ``group_id``, the user's activity quantile (0 = least active).
 Evaluation of retrieval kinds is per user: ``{user_id, seq, seq_len}`` plus the pairs to mask
 (``mask_rows``, ``mask_cols``) and the targets (``target_rows``, ``target_cols``).
 """
@@ -130,12 +131,25 @@ class UserItemIndex:
         return items
 
 
+def activity_groups(counts: torch.Tensor, group_num: int) -> torch.Tensor:
+    """Group id per user id: activity quantiles of ``counts``, equal-sized by users.
+
+    Group 0 holds the least active users, ``group_num - 1`` the most active; ties are
+    broken by user id so the groups are deterministic. Index 0 (padding) gets group 0.
+    """
+    users = torch.arange(1, counts.numel())
+    order = users[torch.argsort(counts[1:], stable=True)]
+    group = torch.zeros(counts.numel(), dtype=torch.long)
+    group[order] = torch.arange(order.numel()) * group_num // max(order.numel(), 1)
+    return group
+
+
 # ---- the kinds -----------------------------------------------------------------------
 class KindBuilder:
     """Builds the train and evaluation datasets of one kind from ``Interactions``."""
 
     def __init__(self, data: Interactions, max_seq_len: int, neg_per_pos: int = 1,
-                 eval_neg_per_pos: int = 1, seed: int = 0):
+                 eval_neg_per_pos: int = 1, seed: int = 0, group_num: int = 0):
         self.data = data
         self.L = int(max_seq_len)
         self.neg_per_pos = int(neg_per_pos)
@@ -148,6 +162,12 @@ class KindBuilder:
                       "test": (split == TRAIN) | (split == HISTORY) | (split == VALID)}
         self.target_code = {"valid": VALID, "test": TEST}
         self.train_ptr, self.train_items = data.user_ptr(self.train_mask)
+        self.user_group = activity_groups(self.train_ptr[1:] - self.train_ptr[:-1], group_num) if group_num else None
+
+    def _with_group(self, batch: Batch) -> Batch:
+        if self.user_group is not None:
+            batch["group_id"] = self.user_group[batch["user_id"]]
+        return batch
 
     # -- training
     def train(self, kind: str) -> BatchDataset:
@@ -198,8 +218,8 @@ class KindBuilder:
             uu = u.repeat(k)
             negs = seen.sample_unseen(uu)
             label = torch.cat([torch.ones(g.numel()), torch.zeros(uu.numel())])
-            return {"user_id": torch.cat([u, uu]), "item_id": torch.cat([items[g], negs]),
-                    "seq": seq.repeat(k + 1, 1), "seq_len": n.repeat(k + 1), "label": label}
+            return self._with_group({"user_id": torch.cat([u, uu]), "item_id": torch.cat([items[g], negs]),
+                                     "seq": seq.repeat(k + 1, 1), "seq_len": n.repeat(k + 1), "label": label})
 
         return BatchDataset(pos_idx.numel(), make)
 
@@ -243,6 +263,7 @@ class KindBuilder:
         def make(idx):
             u = users[idx]
             seq, n = windows(k_items, k_ptr[u], k_ptr[u + 1], self.L)
-            return {"user_id": u, "item_id": items[idx], "seq": seq, "seq_len": n, "label": labels[idx]}
+            return self._with_group({"user_id": u, "item_id": items[idx], "seq": seq, "seq_len": n,
+                                     "label": labels[idx]})
 
         return BatchDataset(users.numel(), make)

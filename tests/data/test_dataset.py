@@ -97,3 +97,20 @@ def test_ae_kind_rows_are_users_with_their_train_items():
     a = batch["user_id"].tolist().index(d.user_tokens.index("a"))
     items = torch.nonzero(batch["item_id_set"][a]).flatten().tolist()
     assert sorted(tok(d, items)) == ["1", "2", "3", "4"]  # train only: 5 (valid) and 6 (test) are hidden
+
+
+def test_activity_groups_are_equal_sized_quantiles():
+    from recstudio_edge.data.dataset import activity_groups
+
+    counts = torch.tensor([0, 5, 1, 9, 3, 7, 2])  # users 1..6
+    g = activity_groups(counts, 3)
+    # sorted by activity: u2(1) u6(2) | u4(3) u1(5) | u5(7) u3(9)
+    assert g[1:].tolist() == [1, 0, 2, 1, 2, 0]
+
+
+def test_ctr_rows_carry_group_ids_when_asked():
+    d = small()
+    kb = KindBuilder(d, max_seq_len=3, group_num=2)
+    b = kb.train("ctr")[torch.arange(3)]
+    assert torch.equal(b["group_id"], kb.user_group[b["user_id"]])
+    assert kb.user_group[d.user_tokens.index("a")] == 1  # a is the more active user
