@@ -103,8 +103,12 @@ def _main(argv: List[str]) -> Dict[str, Any]:
                          f"tasks: {', '.join(TASKS)}")
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}: {did_you_mean(task, TASKS)}")
+    if cfg["mode"] in ("tune", "trial"):  # NNI: the experiment, or one trial inside it
+        from . import tune
+
+        return getattr(tune, cfg["mode"])(cfg, model_cls, argv)
     if cfg["mode"] not in ("light", "detail"):
-        raise UsageError(f"unknown mode {cfg['mode']!r}: light or detail")
+        raise UsageError(f"unknown mode {cfg['mode']!r}: light, detail or tune")
     from .runner import run_task
 
     return run_task(cfg, model_cls, task)

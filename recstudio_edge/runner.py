@@ -41,7 +41,15 @@ def make_run_dir(cfg: Dict[str, Any]) -> Path:
     return run
 
 
+QUIET_WARNINGS = (r".*Checkpoint directory .* exists and is not empty.*", r".*number of training batches.*",
+                  r".*LeafSpec.*", r".*Experiment logs directory .* exists.*", r".*does not have many workers.*")
+
+
 def setup_logging(run_dir: Path, mode: str) -> None:
+    import warnings
+
+    for pattern in QUIET_WARNINGS:  # Lightning's advice that does not apply to our loaders and folders
+        warnings.filterwarnings("ignore", message=pattern)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
@@ -115,14 +123,14 @@ def build_model(cfg: Dict[str, Any], model_cls, dm: RecDataModule):
 
 
 def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minmax: str, epochs: int,
-                  with_checkpoints: bool = True):
+                  with_checkpoints: bool = True, extra_callbacks=()):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from .callbacks.metrics_table import MetricsTable
 
-    callbacks = []
+    callbacks = list(extra_callbacks)
     monitor = f"valid/{val_metric}"
     ckpt_cb = None
     if with_checkpoints:
@@ -180,7 +188,8 @@ def find_resume(cfg: Dict[str, Any]) -> Optional[Path]:
 
 
 # ---- tasks --------------------------------------------------------------------------------------
-def run_task(cfg: Dict[str, Any], model_cls, task: str) -> Dict[str, Any]:
+def run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
+    """Run ``task``; ``extra_callbacks`` are added to the training Trainer (e.g. NNI reporting)."""
     import lightning.pytorch as pl
 
     resume = find_resume(cfg) if task == "train" else None
@@ -204,7 +213,7 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str) -> Dict[str, Any]:
     model = build_model(cfg, model_cls, dm)
     mode = model.metric_mode(val_metric)
     if task == "train":
-        return _train(cfg, model, dm, run_dir, val_metric, mode, resume)
+        return _train(cfg, model, dm, run_dir, val_metric, mode, resume, extra_callbacks)
     if not cfg.get("ckpt"):
         raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
     load_weights(model, cfg["ckpt"])
@@ -222,7 +231,7 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str) -> Dict[str, Any]:
     return {"run_dir": str(run_dir), "output": str(out)}
 
 
-def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Optional[Path]):
+def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Optional[Path], extra_callbacks=()):
     epochs = int(cfg["epochs"])
     t0 = time.perf_counter()
     if model.closed_form:
@@ -237,7 +246,8 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
             os.replace(tmp, best)
         best_path, epochs_run = best, 0
     else:
-        trainer, ckpt_cb = build_trainer(cfg, run_dir, val_metric, mode, epochs=epochs)
+        trainer, ckpt_cb = build_trainer(cfg, run_dir, val_metric, mode, epochs=epochs,
+                                         extra_callbacks=extra_callbacks)
         trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
         best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "last.ckpt"
         epochs_run = trainer.current_epoch
