@@ -48,6 +48,8 @@ class Recommender(pl.LightningModule):
         self.mask_history = bool(mask_history)
         self.max_seq_len = int(max_seq_len)
         self._acc: Dict[str, object] = {}
+        # set by callbacks that reweight the training loss per sample: batch -> weights [B] summing to 1
+        self.loss_weighting = None
         self.last_metrics: Dict[str, Dict[str, float]] = {}
         self.last_metrics_epoch: Dict[str, int] = {}
 

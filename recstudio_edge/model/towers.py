@@ -34,7 +34,12 @@ class TowerFree(Recommender):
         return torch.sigmoid(self.score(batch))
 
     def compute_loss(self, batch):
-        return F.binary_cross_entropy_with_logits(self.score(batch), batch["label"].float())
+        """Mean BCE, or ``sum(w * bce)`` when a callback set ``loss_weighting`` (e.g. PINRec's
+        per-group averaging, which makes the gradient the mean of per-group mean gradients)."""
+        losses = F.binary_cross_entropy_with_logits(self.score(batch), batch["label"].float(), reduction="none")
+        if self.loss_weighting is not None:
+            return (losses * self.loss_weighting(batch)).sum()
+        return losses.mean()
 
 
 class ItemTower(Recommender):
