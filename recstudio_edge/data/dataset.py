@@ -106,6 +106,12 @@ def windows(flat: torch.Tensor, start: torch.Tensor, end: torch.Tensor, length: 
     return seq, valid.sum(1)
 
 
+def trim(seq: torch.Tensor, seq_len: torch.Tensor) -> (torch.Tensor, torch.Tensor):
+    """Drop the leading columns that are padding in every row (at least one column is kept)."""
+    keep = max(int(seq_len.max()) if seq_len.numel() else 1, 1)
+    return seq[:, seq.size(1) - keep:], seq_len
+
+
 class UserItemIndex:
     """Sorted keys ``user * num_items + item`` of every known interaction, for fast membership tests."""
 
@@ -233,11 +239,14 @@ class KindBuilder:
         k_ptr, k_items = d.user_ptr(known)
         t_ptr, t_items = d.user_ptr(d.split == self.target_code[stage])
         users = torch.nonzero(t_ptr[1:] > t_ptr[:-1]).flatten()
+        # users in order of history length, so that a batch's histories have similar lengths
+        # and the padding columns no user of the batch needs are cut (metrics are sums: order-free)
+        users = users[torch.argsort(k_ptr[users + 1] - k_ptr[users], stable=True)]
         L = self.L
 
         def make(idx):
             u = users[idx]
-            seq, n = windows(k_items, k_ptr[u], k_ptr[u + 1], L)
+            seq, n = trim(*windows(k_items, k_ptr[u], k_ptr[u + 1], L))
             mr, mc = csr_rows(k_ptr, k_items, u)
             tr, tc = csr_rows(t_ptr, t_items, u)
             return {"user_id": u, "seq": seq, "seq_len": n, "mask_rows": mr, "mask_cols": mc,

@@ -29,12 +29,17 @@ class TransformerBlock(nn.Module):
         self.drop = FastDropout(dropout)
         self.p = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``x [B, L, D]`` -> ``[B, L, D]``; with ``last_only`` just the last position ``[B, 1, D]``
+        (exact: keys and values still come from every position), which is all a next-item
+        query needs from the final block."""
         B, L, D = x.shape
-        q_in = self.ln_attn(x)
+        if last_only:
+            mask = mask[:, :, -1:, :]
+        q_in = self.ln_attn(x[:, -1:] if last_only else x)
         wq, wk, wv = self.qkv.weight.chunk(3)
         bq, bk, bv = self.qkv.bias.chunk(3)
-        split = lambda t: t.view(B, L, self.h, D // self.h).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(B, t.size(1), self.h, D // self.h).transpose(1, 2)  # noqa: E731
         q = split(F.linear(q_in, wq, bq))
         k = split(F.linear(x, wk, bk))
         v = split(F.linear(x, wv, bv))
@@ -44,7 +49,7 @@ class TransformerBlock(nn.Module):
             att = fast_dropout(w, self.p, True) @ v
         else:
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = q_in + self.drop(self.out(att.transpose(1, 2).reshape(B, L, D)))
+        x = q_in + self.drop(self.out(att.transpose(1, 2).reshape(B, q_in.size(1), D)))
         y = self.ln_ffn(x)
         return y + self.drop(self.ffn2(self.drop(self.act(self.ffn1(y)))))
 

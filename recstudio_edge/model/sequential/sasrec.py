@@ -33,7 +33,7 @@ class SASRec(ItemTower):
         self.scale = math.sqrt(embed_dim)
         nn.init.xavier_normal_(self.item_emb.weight[1:])
 
-    def query_all(self, batch):
+    def query_all(self, batch, last_only: bool = False):
         seq = batch["seq"]
         L = seq.size(1)
         if L > self.max_seq_len:
@@ -43,9 +43,11 @@ class SASRec(ItemTower):
         x = self.item_emb(seq) * self.scale + self.pos_emb(pos).unsqueeze(0)
         x = self.drop(x) * keep
         mask = causal_padding_mask(seq)
-        for block in self.blocks:
-            x = block(x, mask) * keep
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            x = block(x, mask, last_only=last) * (keep[:, -1:] if last else keep)
         return self.last_ln(x)
 
     def query(self, batch):
-        return self.query_all(batch)[:, -1]
+        """The next-item query after the latest item (left padding: the last position)."""
+        return self.query_all(batch, last_only=True)[:, -1]
