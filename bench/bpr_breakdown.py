@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Where a BPR epoch goes on our side (real ml-1m, RO 0.8/0.1/0.1, batch 2048, embed 64).
+
+usage: python bench/bpr_breakdown.py [--threads 1] [--epochs 3] [--data-dir /work/bench_data/ours]
+
+Times one training epoch (median of --epochs) of:
+  lightning   recstudio_edge as the CLI runs it: Trainer.fit, validation off;
+  manual      the same model, data module and optimiser, in a plain Python loop
+              (model.training_step, zero_grad, backward, step): Lightning's per-step cost is
+              the difference;
+  foreach / fused   the manual loop with Adam(foreach=True) / Adam(fused=True);
+  sparse      nn.Embedding(sparse=True) + torch.optim.SparseAdam (only the rows a batch
+              touches are updated; lazy Adam, so not numerically the same optimiser);
+  no-step     the manual loop without optimizer.step() (forward + backward only).
+Only timing; nothing in recstudio_edge is changed (the variants patch the model object here).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def build(data_dir, threads):
+    from recstudio_edge import runner
+    from recstudio_edge.config import build_config
+    from recstudio_edge.registry import get_model_class
+
+    torch.set_num_threads(threads)
+    cls = get_model_class("BPR")
+    cfg = build_config(cls.registry_name, "ml-1m", None, {"data_dir": data_dir, "trainer.enable_progress_bar": "false",
+                                                          "output_dir": tempfile.mkdtemp()}, cls)
+    dm = runner.build_datamodule(cfg, cls)
+    return runner, cfg, cls, dm
+
+
+def manual_epoch(model, dm, opt, step=True):
+    model.train()
+    t = time.perf_counter()
+    for idx, batch in enumerate(dm.train_dataloader()):
+        loss = model.compute_loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if step:
+            opt.step()
+    return time.perf_counter() - t
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--data-dir", default="/work/bench_data/ours")
+    a = ap.parse_args(argv)
+    runner, cfg, cls, dm = build(a.data_dir, a.threads)
+    res = {}
+
+    # lightning: the CLI's Trainer, validation off, one fit over all epochs; per-epoch timer
+    import lightning.pytorch as pl
+
+    class T(pl.Callback):
+        def __init__(self):
+            self.s = []
+
+        def on_train_epoch_start(self, tr, m):
+            self.t = time.perf_counter()
+
+        def on_train_epoch_end(self, tr, m):
+            self.s.append(time.perf_counter() - self.t)
+
+    model = runner.build_model(cfg, cls, dm)
+    tr, _ = runner.build_trainer(cfg, Path(cfg["output_dir"]), "recall@10", "max", epochs=a.epochs,
+                                 with_checkpoints=False)
+    tr.limit_val_batches = 0
+    timer = T()
+    tr.callbacks.append(timer)
+    tr.fit(model, datamodule=dm)
+    res["lightning"] = timer.s
+
+    def fresh():
+        m = runner.build_model(cfg, cls, dm)
+        m.on_data(dm.item_counts())
+        return m
+
+    for name, make_opt, step in (
+            ("manual (Adam as configured)", lambda m: m.configure_optimizers(), True),
+            ("manual, Adam(foreach=True)", lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True), True),
+            ("manual, Adam(fused=True)", lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, fused=True), True),
+            ("manual, forward+backward only", lambda m: m.configure_optimizers(), False)):
+        m = fresh()
+        try:
+            opt = make_opt(m)
+            res[name] = [manual_epoch(m, dm, opt, step) for _ in range(a.epochs)]
+        except Exception as e:  # noqa: BLE001 - e.g. fused Adam unsupported on this build
+            res[name] = f"unavailable: {e}"
+
+    m = fresh()
+    for emb in (m.user_emb, m.item_emb):
+        emb.sparse = True
+    opt = torch.optim.SparseAdam(list(m.parameters()), lr=1e-3)
+    res["manual, sparse embeddings + SparseAdam"] = [manual_epoch(m, dm, opt) for _ in range(a.epochs)]
+
+    print(f"BPR ml-1m, one epoch = {len(dm.train_dataloader())} batches of 2048; torch threads {torch.get_num_threads()}; "
+          f"load avg {open('/proc/loadavg').read().split()[:3]}")
+    for k, v in res.items():
+        if isinstance(v, str):
+            print(f"{k:42s} {v}")
+        else:
+            print(f"{k:42s} median {statistics.median(v):.2f} s/epoch  (each: {', '.join(f'{x:.2f}' for x in v)})")
+
+
+if __name__ == "__main__":
+    main()
