@@ -1,7 +1,7 @@
 """Losses for tower models, picked by name (``loss:`` in the model config).
 
 Sampled losses take ``(pos [M], neg [M, K], log_pos_prob [M], log_neg_prob [M, K])``;
-``softmax`` takes the full logits ``[M, num_items]`` and the target ids.
+``softmax`` takes the logits over the real items ``[M, num_items - 1]`` and ``target - 1``.
 """
 from __future__ import annotations
 
@@ -47,11 +47,10 @@ class SampledSoftmaxLoss(SampledLoss):
 
 @register_loss(name="softmax")
 class FullSoftmaxLoss(nn.Module):
-    """Cross-entropy over every item (the padding column excluded)."""
+    """Cross-entropy over every real item. The tower passes logits over items ``1..N-1`` only
+    (the padding row is left out of the matrix product, no copy) and targets shifted by one."""
 
     full = True
 
     def forward(self, logits, target):
-        logits = logits.clone()
-        logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, target)

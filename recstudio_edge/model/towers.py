@@ -90,8 +90,8 @@ class ItemTower(Recommender):
 
     def tower_loss(self, query: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Loss of queries ``[M, D]`` against their positive item ids ``[M]``."""
-        if getattr(self.loss_fn, "full", False):
-            return self.loss_fn(self.scorer.all(query, self.item_vectors()), pos)
+        if getattr(self.loss_fn, "full", False):  # real items only: row 0 (padding) is left out
+            return self.loss_fn(self.scorer.all(query, self.item_vectors()[1:]), pos - 1)
         log_pos, neg, log_neg = self.sampler(pos, self.negative_count, query=query)
         pos_s = self.scorer(query, self.item_vectors(pos))
         neg_s = self.scorer(query.unsqueeze(1), self.item_vectors(neg))

@@ -29,10 +29,23 @@ def test_losses_by_hand():
     rows = torch.tensor([[2 - math.log(0.5), 1 - math.log(0.1), 3 - math.log(0.2)],
                          [0 - math.log(0.25), 0 - math.log(0.5), -1 - math.log(0.5)]])
     assert ss.item() == pytest.approx(F.cross_entropy(rows, torch.tensor([0, 0])).item(), rel=1e-6)
-    # full softmax never gives probability to the padding column
-    logits = torch.tensor([[100.0, 1.0, 2.0]])
-    full = LOSSES.create("softmax")(logits, torch.tensor([2]))
+    # full softmax: cross-entropy over the real items' logits
+    full = LOSSES.create("softmax")(torch.tensor([[1.0, 2.0]]), torch.tensor([1]))
     assert full.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(1) + math.exp(2))), rel=1e-6)
+
+
+def test_full_softmax_tower_never_scores_padding():
+    from recstudio_edge.registry import create_model
+
+    torch.manual_seed(0)
+    m = create_model("SASRec", num_users=3, num_items=4, embed_dim=4, num_heads=1, max_seq_len=3, topk=[2])
+    with torch.no_grad():
+        m.item_emb.weight[0] = 50.0  # a huge padding vector would dominate a softmax that included it
+    q = torch.randn(2, 4)
+    loss = m.tower_loss(q, torch.tensor([1, 3]))
+    logits = q @ m.item_emb.weight[1:].T
+    want = F.cross_entropy(logits, torch.tensor([0, 2]))
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["inner_product", "cosine", "euclidean", "mlp"])
