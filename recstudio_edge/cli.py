@@ -74,11 +74,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     try:
         return _main(argv)
-    except (UsageError, ConfigError, DataError, KeyError, TypeError) as e:
+    except (UsageError, ConfigError, DataError, KeyError, TypeError, ValueError) as e:
         if os.environ.get("RECSTUDIO_EDGE_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {msg}" + ("" if isinstance(e, (UsageError, ConfigError, DataError)) else
+                                 " (RECSTUDIO_EDGE_DEBUG=1 shows the traceback)"), file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -92,7 +93,7 @@ def _main(argv: List[str]) -> Dict[str, Any]:
         if cand.exists():
             run_cfg = load_yaml(cand)
             config_file = str(cand)
-    model_name = opts["model"] or (run_cfg or {}).get("model_name") or \
+    model_name = opts["model"] or over.pop("model_name", None) or (run_cfg or {}).get("model_name") or \
         (load_yaml(Path(config_file)).get("model_name") if config_file else None) or "BPR"
     model_cls = get_model_class(model_name)
     dataset = opts["dataset"] or ((run_cfg or {}).get("data") or {}).get("name")

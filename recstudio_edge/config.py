@@ -21,6 +21,11 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # mappings whose keys are free-form (checked by the code that reads them)
 OPEN_SECTIONS = {"data.fields", "data.files", "data.generator", "tune"}
 # keys the CLI fills in for the model constructor; a model config must not set them
+# Trainer arguments the runner sets itself; the message says where they come from instead
+RESERVED_TRAINER_KEYS = {"max_epochs": "use --epochs", "callbacks": "set by recstudio_edge",
+                         "logger": "set by recstudio_edge (CSV logs in the run folder)",
+                         "default_root_dir": "use --output_dir", "use_distributed_sampler":
+                         "set by recstudio_edge (batches are sharded by rank in the data module)"}
 MANAGED_MODEL_KEYS = {"num_users", "num_items", "lr", "weight_decay", "optimizer", "topk", "metrics",
                       "mask_history", "max_seq_len"}
 
@@ -128,6 +133,8 @@ def validate(cfg: Dict[str, Any], schema: Dict[str, Any], model_cls=None, where:
         raise ConfigError(f"{where}: 'trainer' must be a mapping")
     tparams = trainer_params()
     for k in tr:
+        if k in RESERVED_TRAINER_KEYS:
+            raise ConfigError(f"{where}: 'trainer.{k}' cannot be set: {RESERVED_TRAINER_KEYS[k]}")
         if k not in tparams:
             raise ConfigError(f"{where}: unknown key 'trainer.{k}' (not an argument of lightning.Trainer): "
                               f"{did_you_mean(k, tparams)}")
@@ -180,6 +187,9 @@ def build_config(model: str, dataset: Optional[str], config_file: Optional[str],
     if dataset:
         cfg["data"]["name"] = dpath.stem if dpath is not None else dataset
     known = leaves(schema)
+    if model_cls is not None:  # --embed_dim=32 means --model.embed_dim=32
+        known += [f"model.{p}" for p in constructor_params(model_cls)
+                  if p not in MANAGED_MODEL_KEYS and f"model.{p}" not in known]
     cli: Dict[str, Any] = {}
     for key, text in overrides.items():
         set_dotted(cli, resolve_key(key, known), parse_value(text))

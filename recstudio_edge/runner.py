@@ -190,6 +190,15 @@ def find_resume(cfg: Dict[str, Any]) -> Optional[Path]:
 # ---- tasks --------------------------------------------------------------------------------------
 def run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
     """Run ``task``; ``extra_callbacks`` are added to the training Trainer (e.g. NNI reporting)."""
+    inherited = RUN_DIR_ENV in os.environ  # a DDP worker: its launcher owns the variable
+    try:
+        return _run_task(cfg, model_cls, task, extra_callbacks)
+    finally:
+        if not inherited:
+            os.environ.pop(RUN_DIR_ENV, None)  # the next run in this process gets its own folder
+
+
+def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
     import lightning.pytorch as pl
 
     resume = find_resume(cfg) if task == "train" else None

@@ -36,6 +36,14 @@ def test_default_run_writes_the_run_folder(run_cli):
     assert cfg["epochs"] == 2
 
 
+def test_two_runs_in_one_process_get_two_folders(tmp_path):
+    from recstudio_edge.cli import main
+
+    args = [f"--data_dir={tmp_path / 'd'}", f"--output_dir={tmp_path / 'o'}", "--epochs=1", QUIET, *TINY]
+    a, b = main(args), main(args)
+    assert a["run_dir"] != b["run_dir"]
+
+
 def test_same_seed_same_metrics_and_test_task_reproduces(run_cli):
     a, run_a = run_cli("--epochs=2", QUIET)
     b, _ = run_cli("--epochs=2", QUIET)

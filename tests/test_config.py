@@ -44,6 +44,15 @@ def test_model_key_checked_against_constructor():
         cfg_for(**{"model.lr": "0.1"})
 
 
+def test_model_parameters_work_as_leaf_names():
+    assert cfg_for("SASRec", embed_dim="32")["model"]["embed_dim"] == 32
+
+
+def test_trainer_keys_the_runner_owns_are_refused():
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs.*--epochs"):
+        cfg_for(**{"trainer.max_epochs": "3"})
+
+
 def test_trainer_key_checked_against_lightning():
     with pytest.raises(ConfigError, match=r"trainer.max_epoch.*max_epochs"):
         cfg_for(**{"trainer.max_epoch": "3"})
@@ -80,6 +89,8 @@ def test_argv_forms():
     (["--epochz=3"], "unknown key 'epochz'.*'epochs'"),
     (["--task=export"], "not available in this version"),
     (["--task=trian"], "unknown task 'trian'.*'train'"),
+    (["--data.split.mode=leave_one_out", "--data_dir=/tmp/rse-split"], "unknown split mode 'leave_one_out'"),
+    (["--optimizer=adamm", "--data_dir=/tmp/rse-split"], "unknown optimizer 'adamm'.*adam"),
     (["-d=ml-1n", "--data_dir=/nonexistent-recstudio-edge"], "ml-1m"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):

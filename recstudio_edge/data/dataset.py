@@ -11,7 +11,8 @@ Dataset kinds (a model class declares one as ``data_kind``):
 - ``seq``: one row per user, every position predicts the next item
   ``{user_id, seq [B, L], seq_len, target_seq [B, L]}`` (left-padded, 0 = padding);
 - ``ctr``: labelled rows ``{user_id, item_id, seq, seq_len, label}``, the history being the
-  user's items before the target, negatives drawn from items the user never touched; with
+  user's items before the target; training negatives are drawn from items outside the user's
+  training items, evaluation negatives from items the user never touched at all; with
   ``group_num > 0`` also ``group_id``, the user's activity quantile (0 = least active).
 Evaluation of retrieval kinds is per user: ``{user_id, seq, seq_len}`` plus the pairs to mask
 (``mask_rows``, ``mask_cols``) and the targets (``target_rows``, ``target_cols``).
@@ -216,7 +217,9 @@ class KindBuilder:
         user_of = torch.repeat_interleave(torch.arange(self.data.num_users), ptr[1:] - ptr[:-1])
         first = pos_idx == ptr[user_of]
         pos_idx, pos_user = pos_idx[~first], user_of[~first]
-        seen = UserItemIndex(self.data)
+        # training negatives avoid the user's training items only: excluding their valid/test
+        # items too would tell the model which items those are (they could never be negatives)
+        seen = UserItemIndex(self.data, self.train_mask)
 
         def make(idx):
             g, u = pos_idx[idx], pos_user[idx]

@@ -750,7 +750,7 @@ def _read_csv_dataset(folder: Path, spec: Mapping[str, Any], on_bad_line: str) -
         files = {"inter": files}
     if "inter" not in files:
         raise DataError(folder, None, "files", "format: csv needs files: {inter: <file>}")
-    sep, header = spec.get("sep", ","), spec.get("header", True)
+    sep, header = spec.get("sep") or ",", spec.get("header", True)
     types: dict[str, str] = {}
     tables: dict[str, pd.DataFrame | None] = {"inter": None, "user": None, "item": None}
     skipped = 0

@@ -18,7 +18,9 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import CONFIG_DIR, ConfigError, leaves, load_yaml, resolve_key, set_dotted, validate
+import yaml
+
+from ..config import CONFIG_DIR, ConfigError, leaves, load_yaml, parse_value, resolve_key, set_dotted, validate
 from ..registry import constructor_params, did_you_mean
 
 # NNI's distributions and the length of their ``_value`` list
@@ -76,6 +78,14 @@ def check_distribution(key: str, spec: Dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: {key}: randint takes integers [low, high), got {val!r}")
 
 
+def encode_choice(value: Any) -> Any:
+    """A list or mapping choice (``model.hidden: [[128, 64], [64, 32]]``) as flow YAML text
+    (``"[128, 64]"``); ``apply_params`` reads it back."""
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return value
+
+
 def sample_value(spec: Dict[str, Any]) -> Any:
     """One value the distribution can produce (to validate the key it is set on)."""
     val = spec["_value"]
@@ -112,6 +122,8 @@ def resolve_space(space: Dict[str, Any], model_cls=None, where: str = "search sp
             raise
         if full in out:
             raise ConfigError(f"{where}: {key!r} and another entry both set {full!r}")
+        if spec["_type"] == "choice":  # NNI's choices are numbers or strings: lists travel as YAML text
+            spec = {"_type": "choice", "_value": [encode_choice(v) for v in spec["_value"]]}
         out[full] = spec
     return out
 
@@ -156,7 +168,12 @@ def search_space(cfg: Dict[str, Any], model_cls) -> Tuple[Dict[str, Dict], str]:
 
 
 def _coerce(current: Any, value: Any) -> Any:
-    """NNI gives floats for q-distributions (``64.0``): keep an int key an int."""
+    """NNI gives floats for q-distributions (``64.0``): keep an int key an int; a list or mapping
+    key given as text (an encoded choice) is parsed back."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()  # numpy scalars
+    if isinstance(current, (list, dict)) and isinstance(value, str):
+        return parse_value(value)
     if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) \
             and math.isfinite(value) and value.is_integer():
         return int(value)
@@ -182,7 +199,11 @@ def apply_params(cfg: Dict[str, Any], params: Optional[Dict[str, Any]], model_cl
     layer: Dict[str, Any] = {}
     for key, value in params.items():
         full = resolve_key(str(key), known)
-        value = _coerce(get_dotted(out, full), value)
+        current = get_dotted(out, full)
+        if current is None and full.startswith("model.") and model_cls is not None:
+            p = constructor_params(model_cls).get(full.split(".", 1)[1])
+            current = p.default if p is not None and p.default is not p.empty else None
+        value = _coerce(current, value)
         set_dotted(layer, full, value)
         set_dotted(out, full, value)
     validate(layer, base, model_cls, where="trial parameters")
