@@ -38,7 +38,7 @@ def test_din_beats_popularity_auc(run_cli):
     from recstudio_edge.config import build_config
     from recstudio_edge.registry import get_model_class
 
-    res, run = run_cli("-m=DIN", "--epochs=5", "--lr=0.003", "--train.batch_size=256",
+    res, run = run_cli("-m=DIN", "--epochs=8", "--lr=0.003", "--train.batch_size=256",
                        "--trainer.enable_progress_bar=false", "--data.generator.num_users=1000",
                        "--data.generator.num_items=300", "--data.generator.mean_per_user=40", tiny=False)
     # the popularity score of the same test rows: the item's training count
