@@ -17,7 +17,7 @@ from .data.errors import DataError
 from .registry import did_you_mean, get_model_class, list_models
 
 USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer]
-                     [--mode=light|detail] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
+                     [--mode=light|detail|tune] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
                      [--ckpt=PATH] [--resume[=RUN_DIR]] [--section.key=value ...]
 
   -m, --model     model name, case-insensitive (default BPR); models: {models}
@@ -26,7 +26,8 @@ USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--ta
                   leaf name (--lr=0.01); values are YAML (--topk=[5,10])
 """
 TASKS = ("train", "test", "infer")
-PLANNED_TASKS = {"export": "ONNX export of the on-device part", "tune": "NNI hyper-parameter search"}
+PLANNED_TASKS = {"export": "ONNX export of the on-device part",
+                 "tune": "NNI hyper-parameter search is a mode, not a task: use --mode=tune"}
 
 
 class UsageError(ValueError):

@@ -21,6 +21,8 @@ import math
 import os
 import re
 import shlex
+import signal
+import socket
 import sys
 import time
 from datetime import datetime
@@ -219,6 +221,37 @@ def quiet_nni_logging() -> None:
         lg.addFilter(_DropPortalURLs())
 
 
+class _StartFailed(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def termination_as_interrupt():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt while the experiment runs, so that a killed or
+    hung-up tune command still stops the manager (which runs in its own process group)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    saved = {}
+    try:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                saved[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 # ---- results ------------------------------------------------------------------------------------
 def _job_field(job: Any, name: str, default: Any = None) -> Any:
     return job.get(name, default) if isinstance(job, dict) else getattr(job, name, default)
@@ -351,6 +384,55 @@ def best_config(cfg: Dict[str, Any], params: Dict[str, Any], model_cls) -> Dict[
 
 
 # ---- the experiment -----------------------------------------------------------------------------
+def _run(exp, port: int, host: Optional[str], cfg: Dict[str, Any], val_metric: str, max_trials: int,
+         max_duration: Optional[int], exp_dir: Path, t0: float) -> Tuple[str, List[Dict[str, Any]]]:
+    """Start the manager, poll until the experiment ends or runs out of time; the trials as rows."""
+    from ..runner import say
+
+    trials_dir, nni_dir = exp_dir / "trials", exp_dir / "nni"
+    with manager_environment(host):
+        try:
+            exp.start(port)
+        except Exception as e:  # noqa: BLE001 - NNI raises plain exceptions
+            log_file = nni_dir / exp.id / "log" / "nnimanager.log"
+            print(f"error: the NNI manager did not start: {e} (see {log_file})", file=sys.stderr)
+            raise _StartFailed() from e
+    bound = listening_addresses(exp._proc.pid, port) if getattr(exp, "_proc", None) else []
+    say(f"nni: experiment {exp.id}, web UI http://{host or '127.0.0.1'}:{port} "
+        f"(bound to {host or '0.0.0.0, every interface'}); folder {exp_dir}")
+    if host is not None and bound and any(not a.startswith("127.") for a in bound):
+        say(f"nni: warning: the manager listens on {', '.join(bound)}, not only {host}")
+    rows: List[Dict[str, Any]] = []
+    seen: Dict[str, str] = {}
+    while True:
+        try:
+            status = exp.get_status()
+        except Exception as e:  # noqa: BLE001 - the manager is gone
+            say(f"nni: the manager stopped answering ({e})")
+            return "ERROR", rows
+        with contextlib.suppress(Exception):
+            rows = collect_trials(exp, trials_dir, nni_dir)
+            for r in rows:
+                if r["status"] in TERMINAL and seen.get(r["trial_id"]) != r["status"]:
+                    seen[r["trial_id"]] = r["status"]
+                    m = f" {val_metric}={r['metric']:.4f}" if r["metric"] is not None else ""
+                    dur = f" ({r['duration']:.1f}s)" if r["duration"] is not None else ""
+                    err = f": {r['error']}" if r["error"] else ""
+                    say(f"trial {len(seen)}/{max_trials} {r['trial_id']} {r['status']}{m}{dur} "
+                        f"{format_params(r['parameters'])}{err}")
+        if status in ("DONE", "STOPPED", "ERROR"):
+            ended = status
+            break
+        if max_duration and time.monotonic() - t0 > max_duration:
+            say(f"nni: --max_duration={cfg['nni'].get('max_duration')} reached: stopping the experiment")
+            ended = "MAX_DURATION"
+            break
+        time.sleep(1.0)
+    with contextlib.suppress(Exception):
+        rows = collect_trials(exp, trials_dir, nni_dir)
+    return ended, rows
+
+
 def tune(cfg: Dict[str, Any], model_cls, argv: List[str]) -> Dict[str, Any]:
     from ..runner import RUN_DIR_ENV, build_datamodule, resolve_val_metric, run_task, say
 
@@ -366,6 +448,9 @@ def tune(cfg: Dict[str, Any], model_cls, argv: List[str]) -> Dict[str, Any]:
     val_metric = resolve_val_metric(cfg, model_cls)
     maximize = val_metric != "logloss"
 
+    if port_in_use(port):
+        raise ConfigError(f"--port={port} is in use (another NNI experiment or web server?): pass a free one, "
+                          f"e.g. --port={port + 1}")
     os.environ.pop(RUN_DIR_ENV, None)  # trials must not inherit a run folder
     exp_dir = make_experiment_dir(cfg)
     trials_dir, nni_dir = exp_dir / "trials", exp_dir / "nni"
@@ -408,57 +493,21 @@ def tune(cfg: Dict[str, Any], model_cls, argv: List[str]) -> Dict[str, Any]:
     c.training_service.platform = "local"
 
     rows: List[Dict[str, Any]] = []
-    interrupted = stopped_for_time = False
+    interrupted = False
     ended = "DONE"
     t0 = time.monotonic()
-    started = False
-    try:
-        with manager_environment(host):
-            exp.start(port)
-        started = True
-        bound = listening_addresses(exp._proc.pid, port) if getattr(exp, "_proc", None) else []
-        shown = host or "0.0.0.0 (every interface)"
-        say(f"nni: experiment {exp.id}, web UI http://{host or '127.0.0.1'}:{port} (bound to {shown}); "
-            f"folder {exp_dir}")
-        if host is not None and bound and any(not a.startswith("127.") for a in bound):
-            say(f"nni: warning: the manager listens on {', '.join(bound)}, not only {host}")
-        seen: Dict[str, str] = {}
-        while True:
-            try:
-                status = exp.get_status()
-            except Exception as e:  # noqa: BLE001 - the manager is gone
-                say(f"nni: the manager stopped answering ({e})")
-                ended = "ERROR"
-                break
-            with contextlib.suppress(Exception):
-                rows = collect_trials(exp, trials_dir, nni_dir)
-                for r in rows:
-                    if r["status"] in TERMINAL and seen.get(r["trial_id"]) != r["status"]:
-                        seen[r["trial_id"]] = r["status"]
-                        m = f"{val_metric}={r['metric']:.4f}" if r["metric"] is not None else (r["error"] or "")
-                        dur = f"{r['duration']:.1f}s" if r["duration"] is not None else ""
-                        say(f"trial {len(seen)}/{max_trials} {r['trial_id']} {r['status']} {m} ({dur}) "
-                            f"{format_params(r['parameters'])}")
-            if status in ("DONE", "STOPPED", "ERROR"):
-                ended = status
-                break
-            if max_duration and time.monotonic() - t0 > max_duration:
-                say(f"nni: --max_duration={cfg['nni'].get('max_duration')} reached: stopping the experiment")
-                stopped_for_time = True
-                ended = "MAX_DURATION"
-                break
-            time.sleep(1.0)
-        with contextlib.suppress(Exception):
-            rows = collect_trials(exp, trials_dir, nni_dir)
-    except KeyboardInterrupt:
-        interrupted = True
-        ended = "INTERRUPTED"
-        say("nni: interrupted: stopping the experiment")
-        if started:
+    with termination_as_interrupt():
+        try:
+            ended, rows = _run(exp, port, host, cfg, val_metric, max_trials, max_duration, exp_dir, t0)
+        except _StartFailed:
+            raise SystemExit(1) from None
+        except KeyboardInterrupt:
+            interrupted, ended = True, "INTERRUPTED"
+            say("nni: interrupted: stopping the experiment")
             with contextlib.suppress(BaseException):
-                rows = collect_trials(exp, trials_dir, nni_dir)
-    finally:
-        stop_experiment(exp, nni_dir)
+                rows = collect_trials(exp, trials_dir, nni_dir) if exp.port else rows
+        finally:
+            stop_experiment(exp, nni_dir)
     for r in rows:  # trials the stop cancelled
         if r["status"] in ("RUNNING", "WAITING", "UNKNOWN"):
             r["status"] = "CANCELED"
@@ -469,7 +518,9 @@ def tune(cfg: Dict[str, Any], model_cls, argv: List[str]) -> Dict[str, Any]:
         {"experiment_id": exp.id, "ended": ended, "val_metric": val_metric, "tuner": tuner,
          "search_space": space, "trials": rows}, indent=1))
     atomic_write_text(exp_dir / "trials.txt", table + "\n")
-    say(f"\n{len(rows)} trial(s), experiment {ended.lower()} after {time.monotonic() - t0:.0f}s:")
+    how = {"DONE": "done", "MAX_DURATION": "stopped by --max_duration", "INTERRUPTED": "interrupted",
+           "ERROR": f"ended with an error (see {nni_dir / exp.id / 'log' / 'nnimanager.log'})", "STOPPED": "stopped"}.get(ended, ended)
+    say(f"\n{len(rows)} trial(s), experiment {how} after {time.monotonic() - t0:.0f}s:")
     say(table)
 
     result: Dict[str, Any] = {"run_dir": str(exp_dir), "experiment_dir": str(exp_dir), "experiment_id": exp.id,

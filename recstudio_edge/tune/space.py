@@ -30,8 +30,21 @@ SUPPORTED = ("choice", "loguniform", "uniform", "randint", "quniform", "qlogunif
              "lognormal", "qlognormal")
 
 
+MANAGED = ("num_users", "num_items", "lr", "weight_decay", "optimizer", "topk", "metrics", "mask_history",
+           "max_seq_len")
+
+
 def schema() -> Dict[str, Any]:
     return load_yaml(CONFIG_DIR / "base.yaml")
+
+
+def known_keys(base: Dict[str, Any], model_cls=None) -> List[str]:
+    """Every config key, the model's constructor arguments as ``model.<name>`` included (so a
+    leaf name such as ``embed_dim`` resolves to ``model.embed_dim``)."""
+    known = leaves(base)
+    if model_cls is not None:
+        known += [f"model.{p}" for p in constructor_params(model_cls) if p not in MANAGED]
+    return known
 
 
 def flatten_space(space: Dict[str, Any], prefix: str = "", where: str = "search space") -> Dict[str, Dict]:
@@ -98,7 +111,7 @@ def resolve_space(space: Dict[str, Any], model_cls=None, where: str = "search sp
     An unknown key is a ``ConfigError`` naming the closest config key.
     """
     base = schema()
-    known = leaves(base)
+    known = known_keys(base, model_cls)
     flat = flatten_space(space, where=where)
     out: Dict[str, Dict] = {}
     for key, spec in flat.items():
@@ -114,11 +127,8 @@ def resolve_space(space: Dict[str, Any], model_cls=None, where: str = "search sp
             validate(probe, base, model_cls, where=where)
         except ConfigError as e:
             if full.startswith("model.") and model_cls is not None and "unknown key" in str(e):
-                params = [p for p in constructor_params(model_cls)
-                          if p not in ("num_users", "num_items", "lr", "weight_decay", "optimizer", "topk",
-                                       "metrics", "mask_history", "max_seq_len")]
                 raise ConfigError(f"{where}: unknown key {key!r} for {model_cls.__name__}: "
-                                  f"{did_you_mean(full, ['model.' + p for p in params] + known)}") from None
+                                  f"{did_you_mean(full, known)}") from None
             raise
         if full in out:
             raise ConfigError(f"{where}: {key!r} and another entry both set {full!r}")
@@ -195,7 +205,7 @@ def apply_params(cfg: Dict[str, Any], params: Optional[Dict[str, Any]], model_cl
     if not params:
         return out
     base = schema()
-    known = leaves(base)
+    known = known_keys(base, model_cls)
     layer: Dict[str, Any] = {}
     for key, value in params.items():
         full = resolve_key(str(key), known)

@@ -245,7 +245,7 @@ def test_real_experiment_with_a_failing_trial(tmp_path):
     port, since = free_port(), time.time()
     proc = start_tune(tmp_path, port, "--tuner=GridSearch", "--max_trials=3", f"--search_space={space}")
     try:
-        seen = watch(proc, port, timeout=115)
+        seen = watch(proc, port, timeout=170)
         assert proc.poll() is not None, "the experiment did not finish in time"
     finally:
         if proc.poll() is None:
