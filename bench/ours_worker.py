@@ -192,7 +192,35 @@ def fn_is_fit(trainer):
     return (fn.value if hasattr(fn, "value") else str(fn)) == "fit"
 
 
+def patch_bpr_unseen_negatives():
+    """Diagnostic only (spec "patch": "bpr_unseen_negatives"), in this process: BPR draws its
+    negative from the items the user has NOT interacted with in training (as RecBole and the
+    BPR paper do) instead of uniformly over all items but the positive."""
+    from recstudio_edge.data.dataset import UserItemIndex
+    from recstudio_edge.model.general.bpr import BPR
+
+    orig_setup = BPR.setup
+
+    def setup(self, stage):
+        orig_setup(self, stage)
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and not hasattr(self, "_bench_seen"):
+            self._bench_seen = UserItemIndex(dm.data, dm.train_mask())
+
+    def compute_loss(self, batch):
+        users, pos = batch["user_id"], batch["item_id"]
+        neg = self._bench_seen.sample_unseen(users.cpu()).to(pos.device).unsqueeze(1)
+        q = self.query(batch)
+        pos_s = self.scorer(q, self.item_vectors(pos))
+        neg_s = self.scorer(q.unsqueeze(1), self.item_vectors(neg))
+        return self.loss_fn(pos_s, neg_s)
+
+    BPR.setup, BPR.compute_loss = setup, compute_loss
+
+
 def task_train(spec):
+    if spec.get("patch") == "bpr_unseen_negatives":
+        patch_bpr_unseen_negatives()
     import recstudio_edge.runner as runner
     from recstudio_edge.config import build_config
     from recstudio_edge.registry import get_model_class

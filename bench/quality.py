@@ -17,6 +17,8 @@ Experiments (ours | RecBole):
       RecBole with its shipped config (L=50, dropout 0.5, 2 heads, batch 2048) for
       PEER_MAX_BATCHES batches (a partial epoch: a full one is ~40 min on these cores);
   GRU4Rec, leave-one-out, CE: as SASRec (ours L=50, batch 256 users; RecBole L=50, batch 2048).
+  bpr_unseen (only with --only bpr_unseen): diagnostic, ours BPR to convergence with its negative
+      drawn from the user's unseen training items (patched in the worker process only).
 For the sequential models the speed figure is: the time ours needs to reach the test ndcg@10
 that RecBole reaches in its budget, against that budget.
 --quick: ml-100k, Pop (RO), BPR 5 epochs, SASRec 1 epoch against 2 RecBole batches.
@@ -122,6 +124,13 @@ def main(argv=None):
         pair("bpr_conv", {**base, "model": "BPR", "epochs": 80, "time_budget_s": 600,
                           "overrides": {"eval.val_metric": "ndcg@10", "eval.patience": 10}},
              ("BPR", str(conv), None), 900, 1200)
+    if "bpr_unseen" in only:  # diagnostic, not in the default list: ours only, negatives from unseen items
+        log("[bpr_unseen] ours only (diagnostic patch in the worker process)")
+        r = run_ours({**base, "model": "BPR", "epochs": 80, "time_budget_s": 600, "patch": "bpr_unseen_negatives",
+                      "overrides": {"eval.val_metric": "ndcg@10", "eval.patience": 10}}, "bpr_unseen", out, 900, env)
+        log(f"  ours rc {r['proc']['rc']} test {(r.get('result') or {}).get('test', {}).get('ndcg@10')}")
+        res["runs"]["bpr_unseen"] = {"ours": r, "peer": {}}
+        save()
     for model, budget in (("SASRec", sas_budget), ("GRU4Rec", gru_budget)):
         if model.lower() not in only:
             continue
@@ -152,6 +161,8 @@ def render(res):
     labels = {"pop_ro": "Pop, RO 0.8/0.1/0.1", "pop_loo": "Pop, leave-one-out",
               "bpr_5ep": "BPR, RO 0.8/0.1/0.1, 5 epochs both (RecBole's shipped config)",
               "bpr_conv": "BPR, RO 0.8/0.1/0.1, both to convergence (<= 80 epochs, patience 10 on valid ndcg@10)",
+              "bpr_unseen": "BPR to convergence, ours with negatives drawn from the user's unseen items "
+                            "(diagnostic patch, bench/ours_worker.py)",
               "sasrec": "SASRec, leave-one-out, CE", "gru4rec": "GRU4Rec, leave-one-out, CE"}
     rows = []
     for key, r in res["runs"].items():
@@ -167,7 +178,7 @@ def render(res):
     out.append(md_table(["experiment", "ours recall@10", "ours ndcg@10", "ours mrr@10", "ours hit@10",
                          "RecBole recall@10", "RecBole ndcg@10", "RecBole mrr@10", "RecBole hit@10"], rows))
     out.append("")
-    for key in ("bpr_5ep", "bpr_conv"):
+    for key in ("bpr_5ep", "bpr_conv", "bpr_unseen"):
         r = res["runs"].get(key)
         if not r:
             continue

@@ -16,7 +16,7 @@ from .config import CONFIG_DIR, ConfigError, build_config, load_yaml
 from .data.errors import DataError
 from .registry import did_you_mean, get_model_class, list_models
 
-USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer]
+USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer|export]
                      [--mode=light|detail|tune] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
                      [--ckpt=PATH] [--resume[=RUN_DIR]] [--section.key=value ...]
 
@@ -25,9 +25,8 @@ USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--ta
   --key=value     any config key, dotted (--train.lr=0.01, --trainer.strategy=ddp) or a unique
                   leaf name (--lr=0.01); values are YAML (--topk=[5,10])
 """
-TASKS = ("train", "test", "infer")
-PLANNED_TASKS = {"export": "ONNX export of the on-device part",
-                 "tune": "NNI hyper-parameter search is a mode, not a task: use --mode=tune"}
+TASKS = ("train", "test", "infer", "export")
+PLANNED_TASKS = {"tune": "NNI hyper-parameter search is a mode, not a task: use --mode=tune"}
 
 
 class UsageError(ValueError):

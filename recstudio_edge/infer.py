@@ -93,7 +93,8 @@ def infer(cfg, model, dm, run_dir: Path) -> Path:
                 for s in range(0, users.numel(), bs):
                     u, it = users[s:s + bs], its[s:s + bs]
                     seq, n = windows(items, ptr[u], ptr[u + 1], L)
-                    yield {"user_id": u, "item_id": it, "seq": seq, "seq_len": n}
+                    batch = {"user_id": u, "item_id": it, "seq": seq, "seq_len": n}
+                    yield dm.builder.with_group(batch)
         else:  # the test rows, each with the history it was evaluated with
             ds = dm.eval_dataset("test")
 

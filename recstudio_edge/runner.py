@@ -201,16 +201,14 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> D
 def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
     import lightning.pytorch as pl
 
+    if task != "train" and not cfg.get("ckpt"):
+        raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
     resume = find_resume(cfg) if task == "train" else None
     if resume is not None and not os.environ.get(RUN_DIR_ENV):
         os.environ[RUN_DIR_ENV] = str(resume.parent.resolve())  # continue in the same folder
-    run_dir = make_run_dir(cfg)
-    setup_logging(run_dir, cfg["mode"])
     pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     # the validation metric steers training only (test and infer may use other cutoffs)
     val_metric = resolve_val_metric(cfg, model_cls) if task == "train" else model_cls.default_val_metric
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        atomic_write_text(run_dir / "config.yaml", dump(cfg))
     if cfg["mode"] == "detail":
         say(dump(cfg))
     t0 = time.perf_counter()
@@ -221,10 +219,16 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
         f"valid {int(dm.data.stats['valid'])}, test {int(dm.data.stats['test'])}); data ready in {t_data:.2f}s")
     model = build_model(cfg, model_cls, dm)
     mode = model.metric_mode(val_metric)
+    run_dir = make_run_dir(cfg)  # only now: a config that cannot build a model leaves no folder behind
+    setup_logging(run_dir, cfg["mode"])
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        atomic_write_text(run_dir / "config.yaml", dump(cfg))
     if task == "train":
-        return _train(cfg, model, dm, run_dir, val_metric, mode, resume, extra_callbacks)
-    if not cfg.get("ckpt"):
-        raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
+        from .callbacks.plugin_stage import plugin_stage_from_config
+
+        stage = plugin_stage_from_config(cfg, model)
+        callbacks = [*extra_callbacks, *([stage] if stage is not None else [])]
+        return _train(cfg, model, dm, run_dir, val_metric, mode, resume, callbacks)
     load_weights(model, cfg["ckpt"])
     if task == "test":
         trainer, _ = build_trainer(cfg, run_dir, val_metric, mode, epochs=0, with_checkpoints=False)
@@ -233,6 +237,15 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
         _write_metrics(run_dir, metrics)
         say(_format_metrics("test", metrics["test"]))
         return {"run_dir": str(run_dir), **metrics}
+    if task == "export":
+        from .edge.onnx_export import export_edge_models
+
+        reports = export_edge_models(model, run_dir, tol=float(cfg["export"]["tolerance"]))
+        atomic_write_text(run_dir / "export.json", json.dumps(reports, indent=1, default=str))
+        for name, r in reports.items():
+            say(f"{name}: {r.get('path', '')} max abs diff vs PyTorch {r['max_abs_diff']:.2e} "
+                f"({r['bytes']} bytes)")
+        return {"run_dir": str(run_dir), "export": reports}
     from .infer import infer
 
     out = infer(cfg, model, dm, run_dir)

@@ -87,15 +87,16 @@ def test_argv_forms():
     (["-m=BPRR"], "unknown model 'BPRR': did you mean 'BPR'"),
     (["-m=sasrek"], "did you mean 'SASRec'"),
     (["--epochz=3"], "unknown key 'epochz'.*'epochs'"),
-    (["--task=export"], "not available in this version"),
+    (["--task=tune"], "a mode, not a task: use --mode=tune"),
     (["--task=trian"], "unknown task 'trian'.*'train'"),
     (["--data.split.mode=leave_one_out", "--data_dir=/tmp/rse-split"], "unknown split mode 'leave_one_out'"),
     (["--optimizer=adamm", "--data_dir=/tmp/rse-split"], "unknown optimizer 'adamm'.*adam"),
     (["-d=ml-1n", "--data_dir=/nonexistent-recstudio-edge"], "ml-1m"),
 ])
-def test_cli_errors_are_one_line(capsys, argv, message):
+def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     with pytest.raises(SystemExit) as e:
-        main(argv)
+        main([*argv, f"--output_dir={tmp_path / 'out'}"])
+    assert not (tmp_path / "out").exists()  # a run that cannot start leaves no folder behind
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1

@@ -54,7 +54,8 @@ def plugin_sites_of(model) -> Dict[str, torch.nn.Module]:
     return dict(sites)
 
 
-def group_weights(group: torch.Tensor, group_num: Optional[int] = None, reduce=None, world: int = 1):
+def group_weights(group: torch.Tensor, group_num: Optional[int] = None, reduce=None, world: int = 1,
+                  dtype: torch.dtype = torch.float32):
     """Per-row weights ``w_i = world / (G * n_g(i))`` and ``G`` (groups present, a 0-dim tensor).
 
     ``sum_i w_i * grad(loss_i)`` (summed over ``world`` processes, then averaged by DDP) is the
@@ -62,10 +63,10 @@ def group_weights(group: torch.Tensor, group_num: Optional[int] = None, reduce=N
     across processes (``None`` on one process)."""
     group = group.reshape(-1).long()
     G = int(group_num) if group_num else int(group.max()) + 1
-    counts = torch.bincount(group, minlength=G).to(torch.float32)
+    counts = torch.bincount(group, minlength=G).to(dtype)
     if reduce is not None:
         counts = reduce(counts)
-    present = (counts > 0).sum().to(torch.float32)
+    present = (counts > 0).sum().to(dtype)
     return float(world) / (present * counts[group]), present
 
 
@@ -151,7 +152,10 @@ class PluginStage(pl.Callback):
         trainer = self._trainer
         world = trainer.world_size if trainer is not None else 1
         reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
-        w, present = group_weights(group, getattr(self._module, "group_num", None), reduce, world)
+        module = self._module
+        dtype = getattr(module, "dtype", torch.float32)
+        dtype = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+        w, present = group_weights(group, getattr(module, "group_num", None), reduce, world, dtype)
         self._present = present
         return w
 

@@ -171,7 +171,8 @@ class KindBuilder:
         self.train_ptr, self.train_items = data.user_ptr(self.train_mask)
         self.user_group = activity_groups(self.train_ptr[1:] - self.train_ptr[:-1], group_num) if group_num else None
 
-    def _with_group(self, batch: Batch) -> Batch:
+    def with_group(self, batch: Batch) -> Batch:
+        """Add ``group_id`` (the user's activity group) when the data has groups."""
         if self.user_group is not None:
             batch["group_id"] = self.user_group[batch["user_id"]]
         return batch
@@ -227,7 +228,7 @@ class KindBuilder:
             uu = u.repeat(k)
             negs = seen.sample_unseen(uu)
             label = torch.cat([torch.ones(g.numel()), torch.zeros(uu.numel())])
-            return self._with_group({"user_id": torch.cat([u, uu]), "item_id": torch.cat([items[g], negs]),
+            return self.with_group({"user_id": torch.cat([u, uu]), "item_id": torch.cat([items[g], negs]),
                                      "seq": seq.repeat(k + 1, 1), "seq_len": n.repeat(k + 1), "label": label})
 
         return BatchDataset(pos_idx.numel(), make)
@@ -275,7 +276,7 @@ class KindBuilder:
         def make(idx):
             u = users[idx]
             seq, n = windows(k_items, k_ptr[u], k_ptr[u + 1], self.L)
-            return self._with_group({"user_id": u, "item_id": items[idx], "seq": seq, "seq_len": n,
+            return self.with_group({"user_id": u, "item_id": items[idx], "seq": seq, "seq_len": n,
                                      "label": labels[idx]})
 
         return BatchDataset(users.numel(), make)

@@ -5,5 +5,6 @@ from .towers import ItemTower, TowerFree, TwoTower
 from .general import bpr, pop  # noqa: F401
 from .sequential import gru4rec, sasrec  # noqa: F401
 from .ctr import din  # noqa: F401
+from .edge import pinrec  # noqa: F401
 
 __all__ = ["Recommender", "TowerFree", "ItemTower", "TwoTower"]

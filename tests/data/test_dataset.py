@@ -59,9 +59,9 @@ def test_ctr_rows_history_before_target_and_unseen_negatives():
     batch = ds[torch.arange(len(ds))]
     n_pos = len(ds)
     assert batch["label"].tolist() == [1.0] * n_pos + [0.0] * (2 * n_pos)
-    seen = UserItemIndex(d)
-    assert not seen.contains(batch["user_id"][n_pos:], batch["item_id"][n_pos:]).any()
-    assert seen.contains(batch["user_id"][:n_pos], batch["item_id"][:n_pos]).all()
+    trained = UserItemIndex(d, d.split == 0)  # training negatives avoid the user's training items
+    assert not trained.contains(batch["user_id"][n_pos:], batch["item_id"][n_pos:]).any()
+    assert trained.contains(batch["user_id"][:n_pos], batch["item_id"][:n_pos]).all()
     for r in range(n_pos):  # the history is the items just before the target
         target = int(d.item_tokens[batch["item_id"][r]])
         hist = [int(t) for t in tok(d, batch["seq"][r].tolist()) if t]
@@ -70,6 +70,8 @@ def test_ctr_rows_history_before_target_and_unseen_negatives():
     ev = kb.eval("ctr", "test")
     eb = ev[torch.arange(len(ev))]
     assert eb["label"].sum() == 2 and len(ev) == 2 * (1 + 3)
+    negs = eb["label"] == 0  # evaluation negatives avoid every item the user touched
+    assert not UserItemIndex(d).contains(eb["user_id"][negs], eb["item_id"][negs]).any()
     again = KindBuilder(d, max_seq_len=3, eval_neg_per_pos=3, seed=1).eval("ctr", "test")
     assert torch.equal(again[torch.arange(len(again))]["item_id"], eb["item_id"])  # fixed negatives
 

@@ -1,0 +1,1 @@
+"""One module per seed format: read, write, and build from our interactions (``pinrec``)."""
