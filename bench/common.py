@@ -74,6 +74,18 @@ def loadavg() -> List[float]:
         return []
 
 
+def code_state() -> Dict[str, Any]:
+    """The recstudio_edge code a run uses: HEAD and the files under recstudio_edge/ and configs/
+    that differ from it (the package is edited while benchmarks run)."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return ""
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "dirty": [ln for ln in git("status", "--porcelain", "--", "recstudio_edge", "configs").splitlines() if ln]}
+
+
 def machine() -> Dict[str, Any]:
     import lightning
     import torch
@@ -91,14 +103,15 @@ def machine() -> Dict[str, Any]:
     return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "lightning": lightning.__version__, "python": platform.python_version(), "gpu": gpu,
-            "peer_torch_recbole_threads": peer_torch, "loadavg_at_start": loadavg()}
+            "peer_torch_recbole_threads": peer_torch, "loadavg_at_start": loadavg(), "code": code_state()}
 
 
 def machine_line(m: Dict[str, Any]) -> str:
     return (f"{m['date']} | CPU: {m['cpu']} x {m['cores']} cores | torch threads {m['torch_threads']} | "
             f"torch {m['torch']} | lightning {m['lightning']} | python {m['python']} | GPU: {m['gpu']} | "
             f"peer (torch, recbole, threads): {m['peer_torch_recbole_threads']} | "
-            f"load avg at start {m['loadavg_at_start']}")
+            f"load avg at start {m['loadavg_at_start']} | recstudio_edge at {m['code']['head']}"
+            + (f" + {len(m['code']['dirty'])} uncommitted file(s)" if m['code']['dirty'] else ""))
 
 
 # ---- child processes ----------------------------------------------------------------------------
@@ -180,7 +193,9 @@ def run_ours(spec: Dict[str, Any], tag: str, out_dir: Path, timeout: float,
     cmd = [sys.executable, REPO / "bench" / "ours_worker.py", spec_path, out_json]
     env = dict(env_extra or {})
     env["PYTHONPATH"] = str(REPO)
+    code = code_state()
     proc = run_child(cmd, out_dir / f"ours_{tag}.log", timeout, cwd=REPO, env=env)
+    proc["code"] = code
     res = json.loads(out_json.read_text()) if out_json.exists() else {}
     partial = Path(str(out_json) + ".partial")
     if not res and partial.exists():  # killed at its time limit: what it recorded per epoch

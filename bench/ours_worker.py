@@ -253,7 +253,8 @@ def task_train(spec):
     eps = timer.epochs
     train_s = [e["train_s"] for e in eps]
     return {"result": res, "config": {"model": cls.registry_name, "dataset": spec["dataset"], "data": cfg["data"],
-                                      "train": cfg["train"], "model_args": cfg.get("model"), "epochs": cfg["epochs"]},
+                                      "train": cfg["train"], "eval": cfg["eval"], "model_args": cfg.get("model"),
+                                      "epochs": cfg["epochs"]},
             "epochs": eps, "evals": timer.evals, "probes": timer.probes, "probe_s_total": timer.probe_s,
             "reached": timer.reached, "data_s": data_t.get("data_s"), "run_task_s": run_s,
             "run_task_s_excl_probes": run_s - timer.probe_s, "train_s_total": sum(train_s),

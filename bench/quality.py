@@ -12,7 +12,7 @@ Experiments (ours | RecBole):
       "conv" both sides to convergence: up to 80 epochs, early stopping after 10 validations
              without a better valid ndcg@10 (RecBole: epochs 80, stopping_step 10);
   SASRec, leave-one-out, full-softmax CE: ours with its default config (L=200, 2 blocks, 1 head,
-      dropout 0.2, batch 128 users, lr 0.001) under a wall-time budget, test ndcg@10 probed during
+      dropout 0.2, batch 128 users, lr 0.001, eval batch from configs/model/SASRec.yaml) under a wall-time budget, test ndcg@10 probed during
       the first epoch and after every epoch (probe time excluded from every reported time);
       RecBole with its shipped config (L=50, dropout 0.5, 2 heads, batch 2048) for
       PEER_MAX_BATCHES batches (a partial epoch: a full one is ~40 min on these cores);
@@ -134,7 +134,7 @@ def main(argv=None):
     for model, budget in (("SASRec", sas_budget), ("GRU4Rec", gru_budget)):
         if model.lower() not in only:
             continue
-        over = {"eval.batch_size": 512} if model == "SASRec" else {}
+        over = {}  # the model's own config (SASRec: eval batch 256 since 059b792; the 2026-11-22 sitting used 512)
         spec = {**base, "model": model, "epochs": seq_epochs, "time_budget_s": budget, "probe_test": True,
                 "probe_every": probe_every[model], "overrides": over}
         pair(model.lower(), spec, (model, f"{model.lower()}.yaml", peer_batches), budget + 900, 1500, peer_first=True)

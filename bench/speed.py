@@ -148,8 +148,7 @@ def main(argv=None):
             o = train_summary(r)
             o["max_seq_len"] = (r.get("config") or {}).get("data", {}).get("max_seq_len")
             o["batch_size"] = (r.get("config") or {}).get("train", {}).get("batch_size")
-            o["eval_batch_size"] = json.loads((out / f"ours_{label.lower()}_{seq_ds}.spec.json").read_text()).get(
-                "overrides", {}).get("eval.batch_size", 4096)
+            o["eval_batch_size"] = (r.get("config") or {}).get("eval", {}).get("batch_size")
             res["seq"].setdefault(label, {})["ours"] = o
             res["seq"][label]["model"] = model
             log(f"  ours: {o['s_per_epoch']} s/epoch, rc {r['proc']['rc']}")

@@ -135,6 +135,12 @@ class RecDataModule(pl.LightningDataModule):
     def item_counts(self) -> torch.Tensor:
         return self.data.item_counts(self.train_mask())
 
+    def train_keys(self) -> torch.Tensor:
+        """Sorted ``user * num_items + item`` keys of the training interactions."""
+        from .dataset import UserItemIndex
+
+        return UserItemIndex(self.data, self.train_mask()).keys
+
     # loaders ------------------------------------------------------------------------------
     def _loader(self, ds: BatchDataset, batch_size: int, shuffle: bool, pad: bool) -> DataLoader:
         sampler = IndexBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=self.seed, pad=pad)

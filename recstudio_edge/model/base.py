@@ -54,8 +54,9 @@ class Recommender(pl.LightningModule):
         self.last_metrics_epoch: Dict[str, int] = {}
 
     # ---- hooks a model may override --------------------------------------------------
-    def on_data(self, item_counts: torch.Tensor) -> None:
-        """Receives the training item counts before fitting (samplers, popularity)."""
+    def on_data(self, item_counts: torch.Tensor, train_keys: Optional[torch.Tensor] = None) -> None:
+        """Receives the training item counts (and the sorted ``user * num_items + item`` keys of the
+        training interactions) before fitting: samplers and popularity use them."""
 
     closed_form = False  # True: ``fit_closed_form(datamodule)`` replaces SGD training
 
@@ -66,7 +67,7 @@ class Recommender(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and stage == "fit":
-            self.on_data(dm.item_counts())
+            self.on_data(dm.item_counts(), dm.train_keys())
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -19,18 +19,41 @@ class Sampler(nn.Module):
         super().__init__()
         self.num_items = int(num_items)  # including padding id 0
 
-    def prepare(self, item_counts: torch.Tensor) -> None:
-        """Called with the training item counts before fitting; samplers that need them keep them."""
+    def prepare(self, item_counts: torch.Tensor, train_keys: torch.Tensor | None = None) -> None:
+        """Called before fitting with the training item counts and the sorted
+        ``user * num_items + item`` keys of the training interactions; samplers keep what they need."""
 
 
 @register_sampler(name="uniform")
 class UniformSampler(Sampler):
-    """Uniform over the real items other than the positive."""
+    """Uniform over the real items other than the positive; with ``exclude_seen`` also other
+    than any of the user's training items (as RecBole samples: redrawn until unseen, up to 20
+    rounds; the reported log-probabilities stay those of the uniform proposal)."""
 
-    def forward(self, pos, num_neg, query=None):
+    def __init__(self, num_items: int, exclude_seen: bool = False):
+        super().__init__(num_items)
+        self.exclude_seen = bool(exclude_seen)
+        self.register_buffer("train_keys", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def prepare(self, item_counts, train_keys=None):
+        if self.exclude_seen and train_keys is not None:
+            self.train_keys = train_keys
+
+    def _seen(self, user, neg):
+        k = user.unsqueeze(1) * self.num_items + neg
+        pos = torch.searchsorted(self.train_keys, k).clamp(max=self.train_keys.numel() - 1)
+        return self.train_keys[pos] == k
+
+    def forward(self, pos, num_neg, query=None, user=None):
         n = self.num_items - 1  # real items 1..num_items-1
         neg = torch.randint(1, n, (pos.numel(), num_neg), device=pos.device)  # n-1 choices
         neg = neg + (neg >= pos.unsqueeze(1)).long()  # skip the positive
+        if self.exclude_seen and user is not None and self.train_keys.numel():
+            for _ in range(20):
+                bad = self._seen(user, neg)
+                if not bad.any():
+                    break
+                neg[bad] = torch.randint(1, self.num_items, (int(bad.sum()),), device=pos.device)
         lp = -math.log(max(n - 1, 1))
         return (torch.full(pos.shape, lp, device=pos.device),
                 neg, torch.full(neg.shape, lp, device=pos.device))
@@ -47,12 +70,12 @@ class PopularitySampler(Sampler):
         self.register_buffer("log_prob", torch.full((self.num_items,), -math.log(max(self.num_items - 1, 1))))
         self.log_prob[0] = float("-inf")
 
-    def prepare(self, item_counts):
+    def prepare(self, item_counts, train_keys=None):
         w = (item_counts.double() + 1.0).pow(self.alpha)
         w[0] = 0
         self.log_prob.copy_(torch.log(w / w.sum()).float())
 
-    def forward(self, pos, num_neg, query=None):
+    def forward(self, pos, num_neg, query=None, user=None):
         probs = self.log_prob.exp()
         neg = torch.multinomial(probs, pos.numel() * num_neg, replacement=True).view(pos.numel(), num_neg)
         for _ in range(10):

@@ -78,8 +78,8 @@ class ItemTower(Recommender):
         return self.item_emb.weight if ids is None else self.item_emb(ids)
 
     # shared machinery --------------------------------------------------------------------
-    def on_data(self, item_counts):
-        self.sampler.prepare(item_counts.to(self.device))
+    def on_data(self, item_counts, train_keys=None):
+        self.sampler.prepare(item_counts.to(self.device), None if train_keys is None else train_keys.to(self.device))
 
     def forward(self, batch) -> torch.Tensor:
         """Scores of every item for each query row ``[B, num_items]``."""
@@ -88,11 +88,12 @@ class ItemTower(Recommender):
     def full_scores(self, batch):
         return self.scorer.all(self.query(batch), self.item_vectors())
 
-    def tower_loss(self, query: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Loss of queries ``[M, D]`` against their positive item ids ``[M]``."""
+    def tower_loss(self, query: torch.Tensor, pos: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of queries ``[M, D]`` against their positive item ids ``[M]`` (``user [M]`` lets a
+        sampler avoid each user's training items)."""
         if getattr(self.loss_fn, "full", False):  # real items only: row 0 (padding) is left out
             return self.loss_fn(self.scorer.all(query, self.item_vectors()[1:]), pos - 1)
-        log_pos, neg, log_neg = self.sampler(pos, self.negative_count, query=query)
+        log_pos, neg, log_neg = self.sampler(pos, self.negative_count, query=query, user=user)
         pos_s = self.scorer(query, self.item_vectors(pos))
         neg_s = self.scorer(query.unsqueeze(1), self.item_vectors(neg))
         return self.loss_fn(pos_s, neg_s, log_pos, log_neg)
@@ -102,8 +103,9 @@ class ItemTower(Recommender):
             h = self.query_all(batch)
             tgt = batch["target_seq"]
             keep = tgt > 0
-            return self.tower_loss(h[keep], tgt[keep])
-        return self.tower_loss(self.query(batch), batch["item_id"])
+            user = batch["user_id"].unsqueeze(1).expand_as(tgt)[keep] if "user_id" in batch else None
+            return self.tower_loss(h[keep], tgt[keep], user)
+        return self.tower_loss(self.query(batch), batch["item_id"], batch.get("user_id"))
 
 
 class TwoTower(ItemTower):

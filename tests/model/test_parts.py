@@ -71,6 +71,19 @@ def test_uniform_sampler_excludes_positive_and_is_uniform():
     assert torch.allclose(ln, torch.full_like(ln, math.log(1 / 4)))
 
 
+def test_uniform_sampler_can_avoid_each_users_training_items():
+    torch.manual_seed(0)
+    s = SAMPLERS.create("uniform", num_items=6, exclude_seen=True)
+    seen = {1: {1, 2, 3}, 2: {5}}  # user -> training items
+    keys = torch.tensor(sorted(u * 6 + i for u, items in seen.items() for i in items))
+    s.prepare(torch.ones(6), keys)
+    user = torch.tensor([1, 2] * 2000)
+    pos = torch.tensor([1, 5] * 2000)
+    _, neg, _ = s(pos, 3, user=user)
+    assert set(neg[user == 1].flatten().tolist()) == {4, 5}
+    assert set(neg[user == 2].flatten().tolist()) == {1, 2, 3, 4}
+
+
 def test_popularity_sampler_frequencies_match_reported_probabilities():
     torch.manual_seed(0)
     s = SAMPLERS.create("popularity", num_items=5)
