@@ -71,9 +71,11 @@ def test_uniform_sampler_excludes_positive_and_is_uniform():
     assert torch.allclose(ln, torch.full_like(ln, math.log(1 / 4)))
 
 
-def test_uniform_sampler_can_avoid_each_users_training_items():
+@pytest.mark.parametrize("dense_limit", [1 << 27, 0])  # dense table, and binary search for big data
+def test_uniform_sampler_can_avoid_each_users_training_items(dense_limit, monkeypatch):
     torch.manual_seed(0)
     s = SAMPLERS.create("uniform", num_items=6, exclude_seen=True)
+    monkeypatch.setattr(s, "DENSE_LIMIT", dense_limit)
     seen = {1: {1, 2, 3}, 2: {5}}  # user -> training items
     keys = torch.tensor(sorted(u * 6 + i for u, items in seen.items() for i in items))
     s.prepare(torch.ones(6), keys)
