@@ -67,7 +67,8 @@ class Recommender(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and stage == "fit":
-            self.on_data(dm.item_counts(), dm.train_keys())
+            keys = dm.train_keys() if callable(getattr(dm, "train_keys", None)) else None
+            self.on_data(dm.item_counts(), keys)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
