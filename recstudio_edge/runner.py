@@ -101,6 +101,20 @@ def resolve_val_metric(cfg: Dict[str, Any], model_cls) -> str:
 
 
 def build_datamodule(cfg: Dict[str, Any], model_cls) -> RecDataModule:
+    if cfg["data"].get("format") == "pinrec":  # pre-built samples: <data_dir>/<name>/{train,valid,test}.txt
+        from .data.formats.pinrec import SampleFileDataModule
+
+        if model_cls.data_kind != "ctr":
+            raise ConfigError(f"data.format=pinrec holds CTR samples; {model_cls.__name__} trains on "
+                              f"'{model_cls.data_kind}' data")
+        dm = SampleFileDataModule(Path(cfg["data_dir"]) / cfg["data"]["name"], cfg["data"]["max_seq_len"],
+                                  group_num=int(cfg["data"].get("group_num") or 0) or None,
+                                  batch_size=cfg["train"]["batch_size"], eval_batch_size=cfg["eval"]["batch_size"],
+                                  seed=int(cfg["seed"]), num_workers=cfg["train"]["num_workers"],
+                                  on_bad_line=cfg["data"]["on_bad_line"])
+        dm.prepare_data()
+        dm.setup()
+        return dm
     dm = RecDataModule(cfg["data"], cfg["data_dir"], model_cls.data_kind, batch_size=cfg["train"]["batch_size"],
                        eval_batch_size=cfg["eval"]["batch_size"], seed=int(cfg["seed"]),
                        num_workers=cfg["train"]["num_workers"])
@@ -214,9 +228,16 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
     t0 = time.perf_counter()
     dm = build_datamodule(cfg, model_cls)
     t_data = time.perf_counter() - t0
-    say(f"{cfg['data']['name']}: {dm.num_users - 1} users, {dm.num_items - 1} items, "
-        f"{int(dm.data.stats['interactions'])} interactions (train {int(dm.data.stats['train'])}, "
-        f"valid {int(dm.data.stats['valid'])}, test {int(dm.data.stats['test'])}); data ready in {t_data:.2f}s")
+    if getattr(dm, "data", None) is not None:
+        say(f"{cfg['data']['name']}: {dm.num_users - 1} users, {dm.num_items - 1} items, "
+            f"{int(dm.data.stats['interactions'])} interactions (train {int(dm.data.stats['train'])}, "
+            f"valid {int(dm.data.stats['valid'])}, test {int(dm.data.stats['test'])}); data ready in {t_data:.2f}s")
+    else:
+        say(f"{cfg['data']['name']}: " + ", ".join(f"{k} {int(v)}" for k, v in dm.stats.items())
+            + f"; data ready in {t_data:.2f}s")
+    if task == "infer" and getattr(dm, "data", None) is None:
+        raise ConfigError("--task=infer reads interaction datasets; for sample files, test with --task=test "
+                          "(python -m recstudio_edge.data.formats.pinrec writes predictions back to the format)")
     model = build_model(cfg, model_cls, dm)
     mode = model.metric_mode(val_metric)
     run_dir = make_run_dir(cfg)  # only now: a config that cannot build a model leaves no folder behind
