@@ -18,7 +18,7 @@ from .registry import did_you_mean, get_model_class, list_models
 
 USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer|export]
                      [--mode=light|detail|tune] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
-                     [--ckpt=PATH] [--resume[=RUN_DIR]] [--section.key=value ...]
+                     [--ckpt=PATH] [--backend=torch|onnx] [--resume[=RUN_DIR]] [--section.key=value ...]
 
   -m, --model     model name, case-insensitive (default BPR); models: {models}
   -d, --dataset   dataset name (default: the generated 'synthetic' set); configured: {datasets}
@@ -26,6 +26,8 @@ USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--ta
                   leaf name (--lr=0.01); values are YAML (--topk=[5,10])
 """
 TASKS = ("train", "test", "infer", "export")
+BACKENDS = ("torch", "onnx")  # --task=infer: PyTorch from the checkpoint, or the exported edge model in onnxruntime
+EXPORTERS = ("auto", "dynamo", "torchscript")  # export.exporter (recstudio_edge.edge.onnx_export.EXPORTERS)
 PLANNED_TASKS = {"tune": "NNI hyper-parameter search is a mode, not a task: use --mode=tune"}
 
 
@@ -104,6 +106,15 @@ def _main(argv: List[str]) -> Dict[str, Any]:
                          f"tasks: {', '.join(TASKS)}")
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}: {did_you_mean(task, TASKS)}")
+    backend = str(cfg.get("backend") or "torch").lower()
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: {did_you_mean(backend, BACKENDS)}")
+    if backend != "torch" and task != "infer":
+        raise UsageError(f"--backend={backend} applies to --task=infer only (got --task={task})")
+    cfg["backend"] = backend
+    exporter = str((cfg.get("export") or {}).get("exporter", "auto")).lower()
+    if exporter not in EXPORTERS:
+        raise UsageError(f"unknown export.exporter {exporter!r}: {did_you_mean(exporter, EXPORTERS)}")
     if cfg["mode"] in ("tune", "trial"):  # NNI: the experiment, or one trial inside it
         from . import tune
 

@@ -6,13 +6,15 @@ with the top-k items (largest cutoff of ``eval.topk``) among items the user has 
 interacted with. Pointwise (CTR) models: input rows are ``user_id<TAB>item_id`` pairs
 (default: the test rows, with the history they were evaluated on); output
 ``user_id<TAB>item_id<TAB>probability``. For rows from a file, and for retrieval, the
-history a model sees is every known interaction of the user.
+history a model sees is every known interaction of the user. ``--backend=onnx``
+(``infer_onnx``) scores the same CTR rows with the exported edge model in onnxruntime.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import torch
 
 from .data.dataset import windows
@@ -83,29 +85,81 @@ def infer(cfg, model, dm, run_dir: Path) -> Path:
                                  f"{','.join(f'{x:.6g}' for x in sc)}")
         header = "user_id\titems\tscores"
     else:
-        if inp:
-            rows = _read_rows(Path(inp), ["user_id", "item_id"])
-            lines = [r[-1] for r in rows]
-            users = _ids([r[0] for r in rows], data.user_tokens, "user_id", Path(inp), lines)
-            its = _ids([r[1] for r in rows], data.item_tokens, "item_id", Path(inp), lines)
-
-            def batches():
-                for s in range(0, users.numel(), bs):
-                    u, it = users[s:s + bs], its[s:s + bs]
-                    seq, n = windows(items, ptr[u], ptr[u + 1], L)
-                    batch = {"user_id": u, "item_id": it, "seq": seq, "seq_len": n}
-                    yield dm.builder.with_group(batch)
-        else:  # the test rows, each with the history it was evaluated with
-            ds = dm.eval_dataset("test")
-
-            def batches():
-                for s in range(0, len(ds), bs):
-                    yield ds[torch.arange(s, min(s + bs, len(ds)))]
-        for batch in batches():
+        for batch in ctr_batches(cfg, dm):
             prob = model({kk: v.to(device) for kk, v in batch.items()}).cpu().tolist()
             out_lines.extend(f"{data.user_tokens[a]}\t{data.item_tokens[b_]}\t{p:.6g}"
                              for a, b_, p in zip(batch["user_id"].tolist(), batch["item_id"].tolist(), prob))
         header = "user_id\titem_id\tprobability"
     out = run_dir / "infer.tsv"
     atomic_write_text(out, header + "\n" + "\n".join(out_lines) + "\n")
+    return out
+
+
+def ctr_batches(cfg, dm):
+    """Pointwise rows to score, as batches: the ``--input`` pairs (each with the user's whole
+    known history), or by default the test rows with the history they were evaluated with."""
+    data = dm.data
+    ptr, items = data.user_ptr(torch.ones_like(data.split, dtype=torch.bool))
+    L, bs, inp = int(cfg["data"]["max_seq_len"]), int(cfg["eval"]["batch_size"]), cfg.get("input")
+    if inp:
+        rows = _read_rows(Path(inp), ["user_id", "item_id"])
+        lines = [r[-1] for r in rows]
+        users = _ids([r[0] for r in rows], data.user_tokens, "user_id", Path(inp), lines)
+        its = _ids([r[1] for r in rows], data.item_tokens, "item_id", Path(inp), lines)
+        for s in range(0, users.numel(), bs):
+            u, it = users[s:s + bs], its[s:s + bs]
+            seq, n = windows(items, ptr[u], ptr[u + 1], L)
+            yield dm.builder.with_group({"user_id": u, "item_id": it, "seq": seq, "seq_len": n})
+    else:  # the test rows, each with the history it was evaluated with
+        ds = dm.eval_dataset("test")
+        for s in range(0, len(ds), bs):
+            yield ds[torch.arange(s, min(s + bs, len(ds)))]
+
+
+def infer_onnx(cfg, model, dm, run_dir: Path) -> Path:
+    """``--task=infer --backend=onnx``: the same rows and output as the PyTorch path, scored by the
+    exported edge model in onnxruntime (``recstudio_edge.edge.runtime``, one thread).
+
+    ``--ckpt`` is an exported ``.onnx`` file (with its sidecar), which scores every row; or a
+    ``.ckpt``, whose edge part is exported (and verified) into the run folder first. A model
+    with one file per user group (PINRec) routes each row to its ``group_id``'s file."""
+    from .config import ConfigError
+    from .edge.runtime import EdgePredictor
+
+    if model.eval_kind != "pointwise":
+        raise ConfigError(f"--backend=onnx serves pointwise edge models; {type(model).__name__} ranks items "
+                          f"(use --backend=torch)")
+    ckpt = Path(str(cfg["ckpt"]))
+    if ckpt.suffix in (".onnx", ".json"):
+        predictors = {None: EdgePredictor(ckpt)}
+    else:
+        from .edge.onnx_export import export_edge_models
+        from .runner import load_weights
+
+        load_weights(model, ckpt)
+        reports = export_edge_models(model, run_dir, tol=float(cfg["export"]["tolerance"]),
+                                     exporter=str(cfg["export"]["exporter"]), config=cfg)
+        predictors = {None if k == "edge" else int(k): EdgePredictor(r["path"]) for k, r in reports.items()}
+        if len(predictors) == 1:
+            predictors = {None: next(iter(predictors.values()))}
+    data = dm.data
+    out_lines = []
+    for batch in ctr_batches(cfg, dm):
+        feed = {k: v.numpy() for k, v in batch.items()}
+        if None in predictors:
+            prob = predictors[None].predict(feed, ignore_extra=True)
+        else:
+            if "group_id" not in feed:
+                raise ConfigError(f"the edge model has one file per group ({sorted(predictors)}) but the rows carry "
+                                  f"no group_id (set data.group_num)")
+            prob = np.zeros(len(feed["item_id"]), dtype=np.float32)
+            for g in np.unique(feed["group_id"]).tolist():
+                if g not in predictors:
+                    raise ConfigError(f"rows of group {g}: no edge file for it (groups {sorted(predictors)})")
+                rows = feed["group_id"] == g
+                prob[rows] = predictors[g].predict({k: v[rows] for k, v in feed.items()}, ignore_extra=True)
+        out_lines.extend(f"{data.user_tokens[a]}\t{data.item_tokens[b_]}\t{p:.6g}"
+                         for a, b_, p in zip(batch["user_id"].tolist(), batch["item_id"].tolist(), prob.tolist()))
+    out = run_dir / "infer.tsv"
+    atomic_write_text(out, "user_id\titem_id\tprobability\n" + "\n".join(out_lines) + "\n")
     return out

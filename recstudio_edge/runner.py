@@ -240,6 +240,11 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
                           "(python -m recstudio_edge.data.formats.pinrec writes predictions back to the format)")
     model = build_model(cfg, model_cls, dm)
     mode = model.metric_mode(val_metric)
+    needs_edge = task == "export" or (task == "infer" and cfg.get("backend") == "onnx") or \
+        (task == "train" and (cfg.get("export") or {}).get("after_fit"))
+    if needs_edge and not callable(getattr(model, "edge_model", None)):
+        raise ConfigError(f"{model_cls.__name__} has no on-device part (edge_model() and example_inputs()): "
+                          f"nothing to export or serve with onnxruntime (docs/edge.md)")
     run_dir = make_run_dir(cfg)  # only now: a config that cannot build a model leaves no folder behind
     setup_logging(run_dir, cfg["mode"])
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
@@ -249,8 +254,13 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
 
         stage = plugin_stage_from_config(cfg, model)
         callbacks = [*extra_callbacks, *([stage] if stage is not None else [])]
+        if cfg["export"].get("after_fit"):
+            from .callbacks.onnx_export import OnnxExport
+
+            callbacks.append(OnnxExport.from_config(cfg, run_dir))
         return _train(cfg, model, dm, run_dir, val_metric, mode, resume, callbacks)
-    load_weights(model, cfg["ckpt"])
+    if not (task == "infer" and cfg.get("backend") == "onnx"):  # the onnx backend may be given an .onnx file
+        load_weights(model, cfg["ckpt"])
     if task == "test":
         trainer, _ = build_trainer(cfg, run_dir, val_metric, mode, epochs=0, with_checkpoints=False)
         trainer.test(model, datamodule=dm, verbose=False)
@@ -259,14 +269,26 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
         say(_format_metrics("test", metrics["test"]))
         return {"run_dir": str(run_dir), **metrics}
     if task == "export":
-        from .edge.onnx_export import export_edge_models
+        from .edge.onnx_export import export_run
 
-        reports = export_edge_models(model, run_dir, tol=float(cfg["export"]["tolerance"]))
-        atomic_write_text(run_dir / "export.json", json.dumps(reports, indent=1, default=str))
+        ex = cfg["export"]
+        reports = export_run(model, run_dir, tol=float(ex["tolerance"]), exporter=str(ex["exporter"]), config=cfg,
+                             quantize=bool(ex["quantize"]), datamodule=dm)
         for name, r in reports.items():
             say(f"{name}: {r.get('path', '')} max abs diff vs PyTorch {r['max_abs_diff']:.2e} "
                 f"({r['bytes']} bytes)")
+            q = r.get("int8")
+            if q:
+                acc = (f"AUC {q['auc_float']:.4f} -> {q['auc_int8']:.4f} ({q['auc_delta']:+.4f})" if "auc_delta" in q
+                       else q.get("accuracy", ""))
+                say(f"{name} int8: {q['path']} ({q['bytes']} bytes, {q['ratio']:.2f} of float); {acc}")
         return {"run_dir": str(run_dir), "export": reports}
+    if task == "infer" and cfg.get("backend") == "onnx":
+        from .infer import infer_onnx
+
+        out = infer_onnx(cfg, model, dm, run_dir)
+        say(f"wrote {out}")
+        return {"run_dir": str(run_dir), "output": str(out)}
     from .infer import infer
 
     out = infer(cfg, model, dm, run_dir)

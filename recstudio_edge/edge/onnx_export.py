@@ -17,29 +17,44 @@ tensors uniformly in the example's [min, max], so id ranges stay valid; float te
 example's mean and standard deviation), with the dynamic axes resized.
 
 ``export_edge_models(model, out_dir)``: the generic path for any model with an on-device part
-(``edge_model(variant)``, ``example_inputs()``, optionally ``edge_dynamic_axes()`` and
-``edge_variants()``, e.g. one variant per PINRec group): one file per variant
-(``edge.onnx`` or ``edge_<variant>.onnx``) and a report ``{variant: export_onnx's dict}``.
+(``edge_model(variant)``, ``example_inputs()``, optionally ``edge_dynamic_axes()``,
+``edge_input_ranges()`` and ``edge_variants()``, e.g. one variant per PINRec group): one file
+per variant (``edge.onnx`` or ``edge_<variant>.onnx``), each with its JSON sidecar
+(``edge_<variant>.json``: input names, dtypes, shapes with the dynamic axes named, id ranges
+and vocabulary sizes, axis limits, config hash, export time, parity checks, the file's sha256;
+docs/edge.md), and a report ``{variant: export_onnx's dict}``. ``export_run`` adds the int8
+copies and ``export.json``: it is what ``--task=export`` and the ``OnnxExport`` callback call,
+so there is one export path.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import json
 import logging
 import os
 import time
 import warnings
 from contextlib import redirect_stdout
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from ..utils import atomic_write_text
+
 log = logging.getLogger("recstudio_edge")
+from .runtime import SIDECAR_FORMAT  # noqa: E402  (one definition, shared with the runtime)
 
 
 class OnnxExportError(RuntimeError):
     pass
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(float16)": "float16"}
 
 
 def _as_dict(example_inputs, input_names: Sequence[str]) -> Dict[str, torch.Tensor]:
@@ -122,17 +137,42 @@ class _Quiet:
         return False
 
 
-def _torch_export(module, args, input_names, output_names, tmp: Path, dynamic_axes, opset: Optional[int]):
-    """Dynamo exporter first; the TorchScript exporter when dynamo cannot convert the module
-    (e.g. ``nn.GRU`` with a symbolic length). Returns ``(exporter used, why dynamo was not)``."""
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+def _takes_varargs(module) -> bool:
+    import inspect
+
+    try:
+        return any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+
+
+def _torch_export(module, args, input_names, output_names, tmp: Path, dynamic_axes, opset: Optional[int],
+                  exporter: str = "auto"):
+    """``auto``: the dynamo exporter first, the TorchScript exporter when dynamo cannot convert
+    the module (e.g. ``nn.GRU`` with a symbolic length); ``dynamo`` / ``torchscript``: that one
+    only (TorchScript is about 50x faster to export small models: the tests use it).
+    Returns ``(exporter used, why dynamo was not)``."""
+    if exporter not in EXPORTERS:
+        from ..registry import did_you_mean
+
+        raise OnnxExportError(f"unknown exporter {exporter!r}: {did_you_mean(exporter, EXPORTERS)}")
     errors = []
-    for dynamo in (True, False):
+    for dynamo in {"auto": (True, False), "dynamo": (True,), "torchscript": (False,)}[exporter]:
         kw = dict(input_names=list(input_names), output_names=list(output_names), dynamic_axes=dict(dynamic_axes),
                   dynamo=dynamo)
         if opset is not None:
             kw["opset_version"] = opset
         if dynamo:
             kw.update(external_data=False, optimize=True)
+            if _takes_varargs(module):  # e.g. EdgeStages.forward(*inputs): no parameter names to match
+                from torch.export import Dim
+
+                kw.pop("dynamic_axes")
+                kw["dynamic_shapes"] = (tuple({int(a): Dim.AUTO for a in dynamic_axes.get(n, {})} or None
+                                              for n in input_names),)
         try:
             with _Quiet():
                 torch.onnx.export(module, args, str(tmp), **kw)
@@ -147,7 +187,8 @@ def _torch_export(module, args, input_names, output_names, tmp: Path, dynamic_ax
 def export_onnx(module: torch.nn.Module, example_inputs, input_names: Sequence[str], path: str | os.PathLike,
                 dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
                 output_names: Sequence[str] = ("output",), tol: float = 1e-4, opset: Optional[int] = None,
-                make_inputs: Optional[Callable[[Dict[str, int]], Any]] = None, seed: int = 0) -> Dict[str, Any]:
+                make_inputs: Optional[Callable[[Dict[str, int]], Any]] = None, seed: int = 0,
+                exporter: str = "auto") -> Dict[str, Any]:
     """Export ``module(*inputs)`` to ``path``, check it, verify it against PyTorch; return a report
     ``{path, exporter, opset, inputs, outputs, dynamic_axes, checks: [{sizes, max_abs_diff}],
     max_abs_diff, seconds}``. See the module docstring."""
@@ -166,7 +207,7 @@ def export_onnx(module: torch.nn.Module, example_inputs, input_names: Sequence[s
     try:
         with torch.no_grad():
             exporter, fallback = _torch_export(module, tuple(examples[n] for n in input_names), input_names, output_names,
-                                     tmp, dynamic_axes, opset)
+                                               tmp, dynamic_axes, opset, exporter)
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
         opset_used = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
@@ -197,6 +238,16 @@ def export_onnx(module: torch.nn.Module, example_inputs, input_names: Sequence[s
                     raise OnnxExportError(f"sizes {combo}: output shape {o.shape} in onnxruntime, {r.shape} in PyTorch")
                 diff = max(diff, float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64)))) if r.size else 0.0)
             checks.append({"sizes": combo, "max_abs_diff": diff})
+        out_specs = [{"name": o.name, "dtype": _ORT_TYPES.get(o.type, o.type),
+                      "shape": [d if isinstance(d, int) else str(d) for d in (o.shape or [])]}
+                     for o in sess.get_outputs()]
+        for spec, axes in zip(out_specs, (dynamic_axes.get(o["name"], {}) for o in out_specs)):
+            for ax, axis_name in axes.items():  # the exporter's own symbol names -> ours
+                if int(ax) < len(spec["shape"]):
+                    spec["shape"][int(ax)] = axis_name
+        in_specs = [{"name": n, "dtype": str(examples[n].numpy().dtype),
+                     "shape": [dynamic_axes.get(n, {}).get(i, int(d)) for i, d in enumerate(examples[n].shape)]}
+                    for n in input_names]
         max_diff = max(c["max_abs_diff"] for c in checks)
         if not max_diff <= tol:
             raise OnnxExportError(f"onnxruntime differs from PyTorch by {max_diff:.3g} > {tol:g} ({checks})")
@@ -205,7 +256,7 @@ def export_onnx(module: torch.nn.Module, example_inputs, input_names: Sequence[s
         if tmp.exists():
             tmp.unlink()
     report = {"path": str(path), "exporter": exporter, "fallback_reason": fallback, "opset": opset_used, "inputs": input_names,
-              "outputs": list(output_names), "dynamic_axes": {k: {int(a): n for a, n in v.items()}
+              "outputs": list(output_names), "input_specs": in_specs, "output_specs": out_specs, "dynamic_axes": {k: {int(a): n for a, n in v.items()}
                                                               for k, v in dynamic_axes.items()},
               "checks": checks, "max_abs_diff": max_diff, "tolerance": tol, "bytes": path.stat().st_size,
               "seconds": round(time.perf_counter() - t0, 3)}
@@ -214,28 +265,142 @@ def export_onnx(module: torch.nn.Module, example_inputs, input_names: Sequence[s
     return report
 
 
-def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4) -> Dict[str, Dict[str, Any]]:
-    """Export every on-device variant of ``model`` (see the module docstring) into ``out_dir``."""
+def config_hash(config: Optional[Mapping[str, Any]] = None, model=None) -> Dict[str, str]:
+    """``{"config_hash": sha256 hex, "config_source": "run config" | "model"}``: of the run's merged
+    config when given, else of what defines the model's shapes (class, sizes, parameter shapes)."""
+    if config is not None:
+        text, source = json.dumps(config, sort_keys=True, default=str), "run config"
+    else:
+        desc = {"class": type(model).__name__,
+                **{k: getattr(model, k) for k in ("num_users", "num_items", "max_seq_len", "embed_dim", "group_num")
+                   if isinstance(getattr(model, k, None), (int, float, str))},
+                "params": {k: list(v.shape) for k, v in model.state_dict().items()}}
+        text, source = json.dumps(desc, sort_keys=True, default=str), "model"
+    return {"config_hash": hashlib.sha256(text.encode()).hexdigest(), "config_source": source}
+
+
+def edge_spec(model) -> Dict[str, Any]:
+    """What export needs from a model with an on-device part: example inputs, their names, the
+    dynamic axes, output names, id ranges and axis limits (see the module docstring)."""
     if not callable(getattr(model, "edge_model", None)) or not callable(getattr(model, "example_inputs", None)):
         raise OnnxExportError(f"{type(model).__name__} has no on-device part (edge_model() and example_inputs())")
-    out_dir = Path(out_dir)
-    variants = list(model.edge_variants()) if callable(getattr(model, "edge_variants", None)) else [None]
     examples = model.example_inputs()
     names = list(examples) if isinstance(examples, Mapping) else [f"input_{i}" for i in range(len(examples))]
     axes = dict(model.edge_dynamic_axes()) if callable(getattr(model, "edge_dynamic_axes", None)) else \
         {n: {0: "batch"} for n in names}
     outputs = [k for k in axes if k not in names] or ["output"]
+    ranges = dict(model.edge_input_ranges()) if callable(getattr(model, "edge_input_ranges", None)) else {}
+    unknown = sorted(set(ranges) - set(names))
+    if unknown:
+        raise OnnxExportError(f"edge_input_ranges() names {unknown}, which are not inputs ({names})")
+    axis_names = {a for v in axes.values() for a in v.values()}
+    limits = {a: None for a in sorted(axis_names)}
+    if "seq" in limits and getattr(model, "max_seq_len", None):
+        limits["seq"] = int(model.max_seq_len)  # trained (and for positional trunks: able) up to this length
     make = None
-    if isinstance(examples, Mapping) and {"batch", "seq"} >= {a for v in axes.values() for a in v.values()}:
+    if isinstance(examples, Mapping) and {"batch", "seq"} >= axis_names:
         def make(sizes):  # the model's own valid inputs at these sizes
             return model.example_inputs(sizes.get("batch", 4), sizes.get("seq"))
+    variants = list(model.edge_variants()) if callable(getattr(model, "edge_variants", None)) else [None]
+    return {"examples": examples, "names": names, "axes": axes, "outputs": outputs, "make_inputs": make,
+            "ranges": {k: [int(v[0]), int(v[1])] for k, v in ranges.items()}, "axis_limits": limits,
+            "variants": variants}
+
+
+def sidecar_path(onnx_path: str | os.PathLike) -> Path:
+    """``edge_0.onnx`` -> ``edge_0.json``."""
+    p = Path(onnx_path)
+    return p.with_suffix(".json")
+
+
+def build_sidecar(model, report: Mapping[str, Any], spec: Mapping[str, Any], variant=None,
+                  config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The JSON that travels with an ONNX file: everything the torch-free runtime checks inputs against."""
+    path = Path(report["path"])
+    inputs = []
+    for s in report["input_specs"]:
+        r = spec["ranges"].get(s["name"])
+        inputs.append({**s, "range": r, "vocab_size": (r[1] + 1) if r else None})
+    return {"format": SIDECAR_FORMAT, "model": type(model).__name__, "variant": variant, "onnx": path.name,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": report["bytes"],
+            "inputs": inputs, "outputs": report["output_specs"], "axes": spec["axis_limits"],
+            "vocab": {k: int(getattr(model, k)) for k in ("num_items", "num_users")
+                      if isinstance(getattr(model, k, None), int)},
+            **config_hash(config, model),
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exporter": report["exporter"], "opset": report["opset"], "torch": torch.__version__,
+            "parity": {"max_abs_diff": report["max_abs_diff"], "tolerance": report["tolerance"],
+                       "checks": report["checks"]}}
+
+
+def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
+                       config: Optional[Mapping[str, Any]] = None, variants: Optional[Sequence] = None
+                       ) -> Dict[str, Dict[str, Any]]:
+    """Export every on-device variant of ``model`` (see the module docstring) into ``out_dir``:
+    ``edge.onnx`` / ``edge_<variant>.onnx`` each with its sidecar ``.json``; returns
+    ``{variant: export_onnx's report + "sidecar"}``."""
+    spec = edge_spec(model)
+    out_dir = Path(out_dir)
     reports = {}
-    for v in variants:
+    for v in (spec["variants"] if variants is None else list(variants)):
         edge = model.edge_model() if v is None else model.edge_model(v)
         fname = "edge.onnx" if v is None else f"edge_{v}.onnx"
-        reports[str(v) if v is not None else "edge"] = export_onnx(edge, examples, names, out_dir / fname, axes,
-                                                                   output_names=outputs, tol=tol, make_inputs=make)
+        r = export_onnx(edge, spec["examples"], spec["names"], out_dir / fname, spec["axes"],
+                        output_names=spec["outputs"], tol=tol, make_inputs=spec["make_inputs"], exporter=exporter)
+        side = build_sidecar(model, r, spec, None if v is None else str(v), config)
+        r["sidecar"] = str(atomic_write_text(sidecar_path(r["path"]), json.dumps(side, indent=1)))
+        reports[str(v) if v is not None else "edge"] = r
     return reports
 
 
-__all__ = ["export_onnx", "export_edge_models", "OnnxExportError", "axis_sizes", "random_like"]
+def labelled_batches(datamodule, stage: str = "test", batch_size: int = 4096):
+    """The datamodule's ``stage`` rows as numpy dicts (for the quantisation delta); ``[]`` when it
+    has none or they carry no ``label`` (ranking data)."""
+    if datamodule is None or not callable(getattr(datamodule, "eval_dataset", None)):
+        return []
+    try:
+        ds = datamodule.eval_dataset(stage)
+    except Exception:  # noqa: BLE001 - e.g. sample files without a test file: no delta, said in the report
+        return []
+    out = []
+    for s in range(0, len(ds), batch_size):
+        b = ds[torch.arange(s, min(s + batch_size, len(ds)))]
+        if "label" not in b:
+            return []
+        out.append({k: v.cpu().numpy() for k, v in b.items() if isinstance(v, torch.Tensor)})
+    return out
+
+
+def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
+               config: Optional[Mapping[str, Any]] = None, quantize: bool = False, datamodule=None
+               ) -> Dict[str, Dict[str, Any]]:
+    """What ``--task=export`` and the ``OnnxExport`` callback do: ``export_edge_models``; with
+    ``quantize``, an int8 copy of each file (``recstudio_edge.edge.quantize``) with its size and,
+    on the datamodule's labelled test rows (a group's file: that group's rows), the AUC of both; then ``export.json`` with every
+    report, in ``out_dir``."""
+    reports = export_edge_models(model, out_dir, tol=tol, exporter=exporter, config=config)
+    if quantize:
+        from .quantize import quantization_report, quantize_file
+
+        batches = labelled_batches(datamodule)
+        for name, r in reports.items():
+            q = quantize_file(r["path"])
+            mine = batches
+            if name.isdigit() and batches and all("group_id" in b for b in batches):  # a group's file: its rows
+                mine = [{k: v[b["group_id"] == int(name)] for k, v in b.items()} for b in batches]
+                mine = [b for b in mine if len(b["label"])]
+                q["rows_of"] = f"group {name}"
+            if mine:
+                q.update(quantization_report(r["path"], q["path"], mine))
+                log.info("%s int8: %d -> %d bytes, AUC %.4f -> %.4f (delta %+.4f) on %d test rows", name,
+                         q["float_bytes"], q["bytes"], q["auc_float"], q["auc_int8"], q["auc_delta"], q["rows"])
+            else:
+                q["accuracy"] = "not measured: no labelled (pointwise) test rows"
+            r["int8"] = q
+    atomic_write_text(Path(out_dir) / "export.json", json.dumps(reports, indent=1, default=str))
+    return reports
+
+
+__all__ = ["export_onnx", "export_edge_models", "OnnxExportError", "axis_sizes", "random_like", "edge_spec",
+           "build_sidecar", "sidecar_path", "config_hash", "EXPORTERS", "SIDECAR_FORMAT", "export_run",
+           "labelled_batches"]

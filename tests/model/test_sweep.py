@@ -70,3 +70,39 @@ def test_model_trains_evaluates_and_reloads(name, datamodules):
         a = model.score(batch) if cls.eval_kind == "pointwise" else model.full_scores(batch)
         b = fresh.score(batch) if cls.eval_kind == "pointwise" else fresh.full_scores(batch)
     torch.testing.assert_close(a, b)
+
+
+EDGE_MODELS = [m for m in list_models() if callable(getattr(get_model_class(m), "edge_model", None))]
+
+
+def test_the_edge_sweep_covers_the_device_cloud_models():
+    assert {"DIN", "PINRec"} <= set(EDGE_MODELS)
+
+
+@pytest.mark.parametrize("name", EDGE_MODELS)
+def test_edge_part_exports_and_serves_without_torch(name, datamodules, tmp_path):
+    """Every model with an on-device part (``edge_model``) exports as ``--task=export`` does
+    (default exporter, sidecar, parity check against PyTorch), and the torch-free runtime serves
+    a real evaluation batch (its fields are the ONNX input names) with PyTorch's outputs; the list
+    is taken from the registry, so a new model with an ``edge_model`` joins it. One variant per
+    model (PINRec: the first group) keeps it short."""
+    cls = get_model_class(name)
+    from recstudio_edge.edge.onnx_export import edge_spec, export_edge_models
+    from recstudio_edge.edge.runtime import EdgePredictor
+
+    dm = datamodules(cls.data_kind)
+    torch.manual_seed(0)
+    model = create_model(name, num_users=dm.num_users, num_items=dm.num_items, max_seq_len=12, topk=[5, 10]).eval()
+    variant = edge_spec(model)["variants"][0]
+    reports = export_edge_models(model, tmp_path, variants=[variant])
+    (report,) = reports.values()
+    assert report["max_abs_diff"] <= 1e-4 and len(report["checks"]) >= 2
+    predictor = EdgePredictor(report["path"])
+    batch = dm.eval_dataset("test")[torch.arange(8)]
+    names = predictor.input_names
+    feed = {n: batch[n] for n in names} if set(names) <= set(batch) else model.example_inputs()
+    edge = model.edge_model() if variant is None else model.edge_model(variant)
+    with torch.no_grad():
+        want = edge(*(feed[n] for n in names))
+    got = predictor.predict({n: v.numpy() for n, v in feed.items()})
+    torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=1e-5)

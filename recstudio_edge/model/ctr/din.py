@@ -7,6 +7,8 @@ With ``product=True`` (default) the classifier also sees ``target * attended``: 
 plain concatenation is poor at similarity, and on the generated data this lifts test AUC
 from popularity level (0.70) to 0.79 in 8 epochs.
 """
+import copy
+
 import torch
 from torch import nn
 
@@ -37,8 +39,50 @@ class DIN(TowerFree):
         h = self.seq_trans(seq_emb)
         return t, self.attention(t, h, seq != 0)
 
+    def features(self, item_id, seq):
+        """The classifier's input ``[B, 2D]`` (``[B, 3D]`` with ``product``)."""
+        t, a = self.encode(self.item_emb(item_id), self.item_emb(seq), seq)
+        return torch.cat([t, a, t * a] if self.product else [t, a], dim=-1)
+
     def score(self, batch):
-        seq = batch["seq"]
-        t, a = self.encode(self.item_emb(batch["item_id"]), self.item_emb(seq), seq)
-        feats = [t, a, t * a] if self.product else [t, a]
-        return self.classifier(torch.cat(feats, dim=-1)).squeeze(-1)
+        return self.classifier(self.features(batch["item_id"], batch["seq"])).squeeze(-1)
+
+    # on-device part: the whole model (docs/edge.md) ------------------------------------------
+    def edge_model(self) -> nn.Module:
+        """``(item_id [B], seq [B, L]) -> probability [B]`` on the CPU, in eval mode, as named
+        stages (``features``, ``classifier.<i>``, ``output``) that split inference can cut."""
+        from ...edge.modules import EdgeStages, Probability
+
+        parts = copy.deepcopy(nn.ModuleDict({"features": _DINFeatures(self), "classifier": self.classifier}))
+        return EdgeStages(features=parts["features"], classifier=parts["classifier"], output=Probability()).cpu().eval()
+
+    def example_inputs(self, batch: int = 4, length=None):
+        """Valid inputs of ``edge_model``: ids in 1..num_items-1, histories left-padded with 0."""
+        L = int(length or self.max_seq_len)
+        g = torch.Generator().manual_seed(0)
+        target = torch.randint(1, self.num_items, (batch,), generator=g)
+        seq = torch.randint(1, self.num_items, (batch, L), generator=g)
+        n = torch.randint(0, L + 1, (batch,), generator=g)
+        n[0] = L
+        seq = seq.masked_fill(torch.arange(L).unsqueeze(0) < (L - n).unsqueeze(1), 0)
+        return {"item_id": target, "seq": seq}
+
+    def edge_dynamic_axes(self):
+        return {"item_id": {0: "batch"}, "seq": {0: "batch", 1: "seq"}, "probability": {0: "batch"}}
+
+    def edge_input_ranges(self):
+        return {"item_id": (1, self.num_items - 1), "seq": (0, self.num_items - 1)}
+
+
+class _DINFeatures(nn.Module):
+    """DIN up to its classifier: ``(item_id, seq) -> [B, 2D]`` (holds only the parts it uses)."""
+
+    def __init__(self, din: DIN):
+        super().__init__()
+        self.item_emb, self.target_trans, self.seq_trans = din.item_emb, din.target_trans, din.seq_trans
+        self.attention, self.product = din.attention, din.product
+
+    def forward(self, item_id, seq):
+        t = self.target_trans(self.item_emb(item_id))
+        a = self.attention(t, self.seq_trans(self.item_emb(seq)), seq != 0)
+        return torch.cat([t, a, t * a] if self.product else [t, a], dim=-1)

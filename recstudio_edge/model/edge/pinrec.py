@@ -32,9 +32,11 @@ Evaluation adds, next to the overall AUC / GAUC / logloss, the same three per ac
 table of one or several runs.
 
 On-device part: ``edge_model(group)`` is trunk + that group's plugins (a snapshot of the
-plugin weights), inputs ``target_id [B]`` and ``clk_sequence [B, L]`` (left-padded, 0 =
-padding), output the click probability ``[B]``; ``example_inputs()``,
-``edge_dynamic_axes()`` and ``edge_variants()`` (the groups) are what export needs.
+plugin weights), inputs named after the batch fields, ``item_id [B]`` (the target) and
+``seq [B, L]`` (left-padded, 0 = padding), output the click probability ``[B]``, built as
+named stages (``features``, ``classifier.<i>``, ``output``) that split inference can cut;
+``example_inputs()``, ``edge_dynamic_axes()``, ``edge_input_ranges()`` and ``edge_variants()``
+(the groups) are what export needs.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ import yaml
 from torch import nn
 
 from ...evaluation.metrics import PointwiseAccumulator, auc, gauc, logloss
+from ...edge.modules import EdgeStages, Probability
 from ...registry import did_you_mean, register_model
 from ..layers import MLP, FastDropout, GRUEncoder, TargetAttention, TransformerBlock, causal_padding_mask
 from ..towers import TowerFree
@@ -202,6 +205,7 @@ class SASRecAggregator(nn.Module):
         super().__init__()
         self.max_seq_len = int(max_seq_len)
         self.pos_emb = nn.Embedding(self.max_seq_len, dim)
+        nn.init.xavier_normal_(self.pos_emb.weight)  # as SASRec: N(0, 1) positions drown the items
         self.drop = FastDropout(float(arch["dropout"]))
         self.blocks = nn.ModuleList(TransformerBlock(dim, int(arch["num_heads"]), int(arch["inner_dim"]),
                                                      float(arch["dropout"]), "gelu")
@@ -256,26 +260,36 @@ class PINRecTrunk(nn.Module):
         self.classifier = MLP((3 if self.product else 2) * dim, [*arch["hidden"], 1], activation=arch["activation"],
                               last_activation=False)
 
-    def forward(self, target: torch.Tensor, seq: torch.Tensor, embed: Optional[Site], agg_site: Site) -> torch.Tensor:
+    def features(self, target: torch.Tensor, seq: torch.Tensor, embed: Optional[Site], agg_site: Site) -> torch.Tensor:
+        """The classifier's input ``[B, 2D]`` (``[B, 3D]`` with ``product``)."""
         if embed is None:
             embed = lambda ids: torch.tanh(self.item_emb(ids))  # noqa: E731
         t = self.target_trans(embed(target))
         a = agg_site(self.aggregator(t, embed(seq), seq))
-        feats = [t, a, t * a] if self.product else [t, a]
-        return self.classifier(torch.cat(feats, dim=-1)).squeeze(-1)
+        return torch.cat([t, a, t * a] if self.product else [t, a], dim=-1)
+
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, embed: Optional[Site], agg_site: Site) -> torch.Tensor:
+        return self.classifier(self.features(target, seq, embed, agg_site)).squeeze(-1)
 
 
-class PINRecEdge(nn.Module):
-    """On-device PINRec for one group: ``(target_id [B], clk_sequence [B, L]) -> probability [B]``."""
+class PINRecFeatures(nn.Module):
+    """The trunk up to the classifier for one group: ``(item_id [B], seq [B, L]) -> [B, 2D]``."""
 
     def __init__(self, trunk: PINRecTrunk, emb_plugin: Optional[nn.Module], agg_plugin: Optional[nn.Module]):
         super().__init__()
         self.trunk, self.emb_plugin, self.agg_plugin = trunk, emb_plugin, agg_plugin
 
-    def forward(self, target_id: torch.Tensor, clk_sequence: torch.Tensor) -> torch.Tensor:
+    def forward(self, item_id: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
         emb = None if self.emb_plugin is None else (lambda ids: self.emb_plugin(self.trunk.item_emb(ids)))
         agg = self.agg_plugin if self.agg_plugin is not None else torch.tanh
-        return torch.sigmoid(self.trunk(target_id, clk_sequence, emb, agg))
+        return self.trunk.features(item_id, seq, emb, agg)
+
+
+def PINRecEdge(trunk: PINRecTrunk, emb_plugin: Optional[nn.Module], agg_plugin: Optional[nn.Module]) -> EdgeStages:
+    """On-device PINRec for one group: ``(item_id [B], seq [B, L]) -> probability [B]``, as named
+    stages (``features``, ``classifier.<i>``, ``output``) so that it can be cut for split inference."""
+    return EdgeStages(features=PINRecFeatures(trunk, emb_plugin, agg_plugin), classifier=trunk.classifier,
+                      output=Probability())
 
 
 # ---- evaluation per group -------------------------------------------------------------------------
@@ -456,7 +470,7 @@ class PINRec(TowerFree):
 
     def edge_model(self, group: int = 0) -> nn.Module:
         """Trunk + group ``group``'s plugins (trunk alone while plugins are off), in eval mode,
-        on the CPU: ``(target_id [B], clk_sequence [B, L]) -> probability [B]``."""
+        on the CPU: ``(item_id [B], seq [B, L]) -> probability [B]``."""
         if not 0 <= int(group) < self.group_num:
             raise ValueError(f"group {group} is not in 0..{self.group_num - 1}")
         trunk = copy.deepcopy(self.trunk).cpu().eval()
@@ -475,11 +489,15 @@ class PINRec(TowerFree):
         n = torch.randint(0, L + 1, (batch,), generator=g)
         n[0] = L  # one full row
         seq = seq.masked_fill(torch.arange(L).unsqueeze(0) < (L - n).unsqueeze(1), 0)
-        return {"target_id": target, "clk_sequence": seq}
+        return {"item_id": target, "seq": seq}
 
     def edge_dynamic_axes(self) -> Dict[str, Dict[int, str]]:
-        return {"target_id": {0: "batch"}, "clk_sequence": {0: "batch", 1: "seq"}, "probability": {0: "batch"}}
+        return {"item_id": {0: "batch"}, "seq": {0: "batch", 1: "seq"}, "probability": {0: "batch"}}
+
+    def edge_input_ranges(self) -> Dict[str, tuple]:
+        """Valid ids of each input, inclusive (0 is padding, allowed in the history only)."""
+        return {"item_id": (1, self.num_items - 1), "seq": (0, self.num_items - 1)}
 
 
-__all__ = ["PINRec", "PINRecTrunk", "PINRecEdge", "GroupAdapters", "load_arch_config", "read_arch_text",
+__all__ = ["PINRec", "PINRecTrunk", "PINRecEdge", "PINRecFeatures", "GroupAdapters", "load_arch_config", "read_arch_text",
            "per_group_metrics", "group_table", "TRUNKS", "ARCH_DEFAULTS"]

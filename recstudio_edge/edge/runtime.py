@@ -1,0 +1,190 @@
+"""Serve an exported on-device model with numpy and onnxruntime only (no torch, no Lightning).
+
+``EdgePredictor(path)`` loads ``edge_0.onnx`` (or its sidecar ``edge_0.json``; either names
+the other), checks that the sidecar was written for that very file (sha256) and that the graph
+takes the inputs the sidecar lists, and serves ``predict(batch)``: ``batch`` is a mapping
+from input name (the batch's field names, e.g. ``item_id``, ``seq``) to an array. Before
+running, every input is checked against the sidecar, and a bad one raises ``EdgeInputError``
+naming the input and what it allows:
+
+- the names: a missing input, or an unknown one (with the closest known name; extra batch
+  fields are dropped instead with ``ignore_extra=True``);
+- the dtype: integer ids must be integers (any width: cast to the graph's int64), float
+  inputs floating point (cast to float32);
+- the shape: number of dimensions, fixed sizes, named axes agreeing across inputs (one
+  ``batch`` size), no empty axis, and the sidecar's limits (``seq`` at most the model's
+  ``max_seq_len``);
+- the ids: every value of an input with a ``range`` inside ``[lo, hi]`` (an embedding table
+  has no row for an id out of range; onnxruntime would fail with an index error, or read
+  another row).
+
+``EdgePredictor(..., threads=1)`` pins onnxruntime to that many intra-op threads (one, the
+device case, by default). This module must keep importing without torch:
+``tests/edge/test_runtime.py`` imports it with torch and Lightning blocked.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+SIDECAR_FORMAT = "recstudio_edge.onnx/1"
+
+
+class EdgeInputError(ValueError):
+    """An input that does not match the exported model's sidecar."""
+
+
+class EdgeModelError(RuntimeError):
+    """An ONNX file and sidecar that do not belong together, or cannot be loaded."""
+
+
+def _describe(spec: Mapping[str, Any]) -> str:
+    shape = ", ".join(str(d) for d in spec["shape"])
+    rng = f" in [{spec['range'][0]}, {spec['range'][1]}]" if spec.get("range") else ""
+    return f"{spec['name']} [{shape}] {spec['dtype']}{rng}"
+
+
+def load_sidecar(path: str | Path) -> tuple:
+    """``(onnx path, sidecar dict)`` from either file's path."""
+    path = Path(path)
+    side_path = path if path.suffix == ".json" else path.with_suffix(".json")
+    if not side_path.exists():
+        raise EdgeModelError(f"{side_path}: no sidecar next to the ONNX file (export writes one: "
+                             f"python run.py --task=export --ckpt=...)")
+    side = json.loads(side_path.read_text())
+    if side.get("format") != SIDECAR_FORMAT:
+        raise EdgeModelError(f"{side_path}: sidecar format {side.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+    onnx_path = side_path.with_name(side["onnx"]) if path.suffix == ".json" else path
+    if not onnx_path.exists():
+        raise EdgeModelError(f"{onnx_path}: ONNX file named by {side_path} not found")
+    return onnx_path, side
+
+
+class EdgePredictor:
+    """An exported model and its sidecar, served with onnxruntime (see the module docstring)."""
+
+    def __init__(self, path: str | Path, threads: int = 1, verify_hash: bool = True,
+                 providers: Optional[Sequence[str]] = None):
+        self.path, self.sidecar = load_sidecar(path)
+        data = self.path.read_bytes()
+        if verify_hash and self.sidecar.get("sha256") and hashlib.sha256(data).hexdigest() != self.sidecar["sha256"]:
+            raise EdgeModelError(f"{self.path}: sha256 differs from its sidecar's: the sidecar was written for "
+                                 f"another file (re-export, or keep the pair together)")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(data, sess_options=opts,
+                                                providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+            raise EdgeModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
+        self.inputs: List[Dict[str, Any]] = list(self.sidecar["inputs"])
+        self.outputs: List[Dict[str, Any]] = list(self.sidecar["outputs"])
+        graph_inputs = sorted(i.name for i in self.session.get_inputs())
+        if graph_inputs != sorted(s["name"] for s in self.inputs):
+            raise EdgeModelError(f"{self.path}: the graph takes {graph_inputs}, its sidecar lists "
+                                 f"{[s['name'] for s in self.inputs]}")
+        self.axes: Dict[str, Optional[int]] = dict(self.sidecar.get("axes") or {})
+        self.output_names = [o["name"] for o in self.outputs]
+
+    @property
+    def input_names(self) -> List[str]:
+        return [s["name"] for s in self.inputs]
+
+    def signature(self) -> str:
+        return "; ".join(_describe(s) for s in self.inputs)
+
+    # ---- checks ------------------------------------------------------------------------
+    def validate(self, batch: Mapping[str, Any], ignore_extra: bool = False) -> Dict[str, np.ndarray]:
+        """The feed onnxruntime gets: ``batch`` checked and cast (see the module docstring)."""
+        if not isinstance(batch, Mapping):
+            raise EdgeInputError(f"a batch is a mapping from input name to array; got {type(batch).__name__} "
+                                 f"(inputs: {self.signature()})")
+        names = self.input_names
+        missing = [n for n in names if n not in batch]
+        if missing:
+            raise EdgeInputError(f"missing input {missing[0]!r}: the model takes {self.signature()}")
+        extra = [k for k in batch if k not in names]
+        if extra and not ignore_extra:
+            k = extra[0]
+            near = difflib.get_close_matches(str(k), names, n=1, cutoff=0.3)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise EdgeInputError(f"unknown input {k!r}{hint}: the model takes {self.signature()} "
+                                 f"(ignore_extra=True drops other batch fields)")
+        feed: Dict[str, np.ndarray] = {}
+        sizes: Dict[str, tuple] = {}  # axis name -> (size, input that set it)
+        for spec in self.inputs:
+            name = spec["name"]
+            x = np.asarray(batch[name])
+            feed[name] = x = self._cast(name, x, spec["dtype"])
+            shape = spec["shape"]
+            if x.ndim != len(shape):
+                raise EdgeInputError(f"input {name!r}: expected {len(shape)} dimension(s) [{', '.join(map(str, shape))}], "
+                                     f"got shape {tuple(x.shape)}")
+            for ax, (want, got) in enumerate(zip(shape, x.shape)):
+                if isinstance(want, int):
+                    if got != want:
+                        raise EdgeInputError(f"input {name!r}: axis {ax} must be {want}, got shape {tuple(x.shape)}")
+                    continue
+                if got == 0:
+                    raise EdgeInputError(f"input {name!r}: axis {ax} ({want!r}) is empty, shape {tuple(x.shape)}")
+                limit = self.axes.get(want)
+                if limit is not None and got > limit:
+                    raise EdgeInputError(f"input {name!r}: axis {ax} ({want!r}) is {got}, at most {limit} allowed "
+                                         f"(the model's limit for {want!r})")
+                if want in sizes and sizes[want][0] != got:
+                    raise EdgeInputError(f"input {name!r}: axis {ax} ({want!r}) is {got} but input "
+                                         f"{sizes[want][1]!r} has {want!r} = {sizes[want][0]}")
+                sizes.setdefault(want, (got, name))
+            rng = spec.get("range")
+            if rng is not None and x.size:
+                lo, hi = int(rng[0]), int(rng[1])
+                xmin, xmax = int(x.min()), int(x.max())
+                if xmin < lo or xmax > hi:
+                    bad = np.argwhere((x < lo) | (x > hi))[0]
+                    at = tuple(int(i) for i in bad)
+                    raise EdgeInputError(f"input {name!r}: id {int(x[at])} at index {at} is out of range: allowed "
+                                         f"[{lo}, {hi}] (vocabulary of {hi + 1} ids; 0 is padding)")
+        return feed
+
+    @staticmethod
+    def _cast(name: str, x: np.ndarray, dtype: str) -> np.ndarray:
+        want = np.dtype(dtype)
+        if x.dtype == want:
+            return x
+        if want.kind in "iu":
+            if x.dtype.kind not in "iu":
+                raise EdgeInputError(f"input {name!r}: expected integer ids ({dtype}), got {x.dtype}")
+            return x.astype(want)
+        if want.kind == "f":
+            if x.dtype.kind != "f":
+                raise EdgeInputError(f"input {name!r}: expected floating point ({dtype}), got {x.dtype}")
+            return x.astype(want)
+        if want.kind == "b" and x.dtype.kind != "b":
+            raise EdgeInputError(f"input {name!r}: expected bool, got {x.dtype}")
+        return x.astype(want)
+
+    # ---- serving -----------------------------------------------------------------------
+    def run(self, batch: Mapping[str, Any], ignore_extra: bool = False) -> Dict[str, np.ndarray]:
+        """Every output, by name."""
+        feed = self.validate(batch, ignore_extra)
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+    def predict(self, batch: Mapping[str, Any], ignore_extra: bool = False) -> np.ndarray:
+        """The first output (the click probability ``[B]`` for the zoo's CTR edge models)."""
+        feed = self.validate(batch, ignore_extra)
+        return self.session.run(self.output_names[:1], feed)[0]
+
+    def __repr__(self) -> str:
+        return f"EdgePredictor({str(self.path)!r}: {self.signature()} -> {', '.join(self.output_names)})"
+
+
+__all__ = ["EdgePredictor", "EdgeInputError", "EdgeModelError", "load_sidecar", "SIDECAR_FORMAT"]

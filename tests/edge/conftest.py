@@ -1,0 +1,29 @@
+"""Shared fixtures of the edge tests: a small PINRec whose groups differ, exported once."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def small_pinrec(trunk: str = "DIN", groups: int = 2, num_items: int = 40, embed_dim: int = 8, max_seq_len: int = 12):
+    """A PINRec with plugins on and plugin weights that differ per group, as after training."""
+    from recstudio_edge.model.edge.pinrec import PINRec
+
+    torch.manual_seed(0)
+    model = PINRec(num_items=num_items, embed_dim=embed_dim, group_num=groups, max_seq_len=max_seq_len,
+                   arch_config={"trunk": trunk}).eval()
+    model.set_plugins(True)
+    with torch.no_grad():
+        for p in model.plugins.parameters():
+            p.add_(torch.randn(p.shape) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``(model, {variant: report})``: the small PINRec exported with the TorchScript exporter."""
+    from recstudio_edge.edge.onnx_export import export_edge_models
+
+    model = small_pinrec()
+    out = tmp_path_factory.mktemp("edge_export")
+    return model, export_edge_models(model, out, exporter="torchscript", config={"seed": 1, "model": {"x": 1}})
