@@ -87,7 +87,7 @@ def main(argv=None):
 
     def fresh():
         m = runner.build_model(cfg, cls, dm)
-        m.on_data(dm.item_counts())
+        m.on_data(dm.item_counts(), dm.train_keys())  # as setup() does: exclude_seen needs the keys
         return m
 
     for name, make_opt, step in (

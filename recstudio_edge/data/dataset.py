@@ -10,6 +10,12 @@ Dataset kinds (a model class declares one as ``data_kind``):
 - ``ae``:  one row per user ``{user_id, item_id_set}`` (a [B, N] 0/1 matrix of the user's train items);
 - ``seq``: one row per user, every position predicts the next item
   ``{user_id, seq [B, L], seq_len, target_seq [B, L]}`` (left-padded, 0 = padding);
+- ``mlm``: BERT4Rec's Cloze task, one row per user with at least 2 training items: the latest
+  ``L`` training items, each replaced by the mask token ``num_items`` with probability
+  ``mask_prob`` (redrawn for every batch, seeded by ``(seed, epoch, rank, step)``)
+  ``{user_id, seq [B, L] (masked), seq_len, target_seq [B, L]}`` where ``target_seq`` holds the
+  original item at masked positions and 0 elsewhere; evaluation appends the mask token after
+  the latest ``L - 1`` known items;
 - ``ctr``: labelled rows ``{user_id, item_id, seq, seq_len, label}``, the history being the
   user's items before the target; training negatives are drawn from items outside the user's
   training items, evaluation negatives from items the user never touched at all; with
@@ -32,11 +38,17 @@ Batch = Dict[str, torch.Tensor]
 
 
 class BatchDataset(Dataset):
-    """``dataset[idx_tensor] -> batch``: a thin adapter around a batch-building function."""
+    """``dataset[idx_tensor] -> batch``: a thin adapter around a batch-building function.
 
-    def __init__(self, size: int, make_batch: Callable[[torch.Tensor], Batch]):
+    ``epoch_keyed`` datasets (``mlm``) are indexed with ``((epoch, rank, step), idx_tensor)``
+    from ``EpochKeyedBatchSampler``, so their random draws are redrawn every batch and epoch
+    and still reproducible; they accept a bare ``idx_tensor`` too (as key ``(0, 0, 0)``).
+    """
+
+    def __init__(self, size: int, make_batch: Callable[[torch.Tensor], Batch], epoch_keyed: bool = False):
         self.size = int(size)
         self.make_batch = make_batch
+        self.epoch_keyed = epoch_keyed
 
     def __len__(self) -> int:
         return self.size
@@ -98,6 +110,37 @@ class IndexBatchSampler:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
+class EpochKeyedBatchSampler(IndexBatchSampler):
+    """As ``IndexBatchSampler``, but yields ``((epoch, rank, step), idx)`` for ``epoch_keyed``
+    datasets: the key seeds the batch's random draws (the ``mlm`` masks)."""
+
+    def __iter__(self):
+        rank, _ = self._world()
+        for step, idx in enumerate(super().__iter__()):
+            yield (self.epoch, rank, step), idx
+
+
+def with_negatives(ds: BatchDataset, sampler, count: int) -> BatchDataset:
+    """``data.dataset_sampling_count``: ``ds`` (``mf`` or ``seq`` training) with ``count`` negatives
+    per positive drawn by ``sampler`` as each batch is built: ``neg_item_id [B, count]`` (``seq``:
+    ``[B, L, count]``, 0 at padding targets), ``neg_log_prob`` of the same shape and
+    ``pos_log_prob [B]`` (``[B, L]``), the sampler's log-probabilities for the log-Q correction."""
+
+    def make(idx):
+        b = ds.make_batch(idx)
+        pos = b["target_seq"] if "target_seq" in b else b["item_id"]
+        user = b["user_id"].unsqueeze(1).expand_as(pos) if pos.dim() == 2 else b["user_id"]
+        keep = pos > 0
+        with torch.no_grad():
+            lp, neg, ln = sampler(pos[keep], count, user=user[keep])
+        b["pos_log_prob"] = torch.zeros(pos.shape).masked_scatter(keep, lp)
+        b["neg_item_id"] = torch.zeros(*pos.shape, count, dtype=torch.long).masked_scatter(keep.unsqueeze(-1), neg)
+        b["neg_log_prob"] = torch.zeros(*pos.shape, count).masked_scatter(keep.unsqueeze(-1), ln)
+        return b
+
+    return BatchDataset(len(ds), make, epoch_keyed=getattr(ds, "epoch_keyed", False))
+
+
 # ---- windows over per-user item lists ------------------------------------------------
 def windows(flat: torch.Tensor, start: torch.Tensor, end: torch.Tensor, length: int) -> (torch.Tensor, torch.Tensor):
     """Left-padded windows ``flat[max(start, end-length):end]`` for each row: ``(seq [B, L], seq_len [B])``."""
@@ -156,8 +199,11 @@ class KindBuilder:
     """Builds the train and evaluation datasets of one kind from ``Interactions``."""
 
     def __init__(self, data: Interactions, max_seq_len: int, neg_per_pos: int = 1,
-                 eval_neg_per_pos: int = 1, seed: int = 0, group_num: int = 0):
+                 eval_neg_per_pos: int = 1, seed: int = 0, group_num: int = 0, mask_prob: float = 0.2):
         self.data = data
+        if not 0 < float(mask_prob) <= 1:
+            raise ValueError(f"data.mask_prob must be in (0, 1], got {mask_prob}")
+        self.mask_prob = float(mask_prob)
         self.L = int(max_seq_len)
         self.neg_per_pos = int(neg_per_pos)
         self.eval_neg_per_pos = int(eval_neg_per_pos)
@@ -211,6 +257,28 @@ class KindBuilder:
 
         return BatchDataset(users.numel(), make)
 
+    def _train_mlm(self) -> BatchDataset:
+        """BERT4Rec's Cloze task: mask each real item with probability ``mask_prob`` (padding
+        never), the token being ``num_items`` (the model's item table has that extra row);
+        a row where nothing was drawn gets its latest item masked, so every row has a target."""
+        ptr, items, L, p, seed = self.train_ptr, self.train_items, self.L, self.mask_prob, self.seed
+        users = torch.nonzero(ptr[1:] - ptr[:-1] >= 2).flatten()
+        token = self.data.num_items
+
+        def make(key):
+            (epoch, rank, step), idx = key if isinstance(key, tuple) else ((0, 0, 0), key)
+            # the hash of a tuple of ints is the same in every process (PYTHONHASHSEED: str/bytes only)
+            g = torch.Generator().manual_seed(hash((seed, int(epoch), int(rank), int(step))) & (2 ** 63 - 1))
+            u = users[idx]
+            seq, n = windows(items, ptr[u], ptr[u + 1], L)
+            real = seq != 0
+            masked = (torch.rand(seq.shape, generator=g) < p) & real
+            masked[:, -1] |= ~masked.any(1)  # left padding: the last column is always a real item
+            return {"user_id": u, "seq": torch.where(masked, token, seq), "seq_len": n,
+                    "target_seq": torch.where(masked, seq, 0)}
+
+        return BatchDataset(users.numel(), make, epoch_keyed=True)
+
     def _train_ctr(self) -> BatchDataset:
         ptr, items, L, k = self.train_ptr, self.train_items, self.L, self.neg_per_pos
         # every train interaction after the user's first is a positive sample
@@ -235,7 +303,22 @@ class KindBuilder:
 
     # -- evaluation
     def eval(self, kind: str, stage: str) -> BatchDataset:
+        if kind == "mlm":
+            return self._eval_mlm(stage)
         return self._eval_ctr(stage) if kind == "ctr" else self._eval_users(stage)
+
+    def _eval_mlm(self, stage: str) -> BatchDataset:
+        """``_eval_users`` with the mask token appended after the history (the position scored);
+        a full-length history drops its oldest item, so ``seq`` stays within ``max_seq_len``."""
+        base, token, L = self._eval_users(stage), self.data.num_items, self.L
+
+        def make(idx):
+            b = base.make_batch(idx)
+            seq = torch.cat([b["seq"], b["seq"].new_full((b["seq"].size(0), 1), token)], 1)
+            b["seq"], b["seq_len"] = seq[:, -L:], (b["seq_len"] + 1).clamp(max=L)
+            return b
+
+        return BatchDataset(len(base), make)
 
     def _eval_users(self, stage: str) -> BatchDataset:
         d = self.data

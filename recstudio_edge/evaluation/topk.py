@@ -103,11 +103,26 @@ def topk_hits(scores: Tensor, k: int, target_rows: Tensor, target_cols: Tensor) 
     k = int(k)
     if not 1 <= k <= n_items:
         raise ValueError(f"k must be in [1, {n_items}] (number of items), got {k}")
-    device = scores.device
     top_scores, top_items = torch.topk(scores, k, dim=1, largest=True, sorted=True)
-    is_target = torch.zeros(batch, n_items, dtype=torch.bool, device=device)
-    if target_rows.numel():
-        is_target[target_rows.to(device=device, dtype=torch.long), target_cols.to(device=device, dtype=torch.long)] = True
-    num_pos = is_target.sum(dim=1)
-    hits = torch.gather(is_target, 1, top_items) & (top_scores != float("-inf"))
+    hits, num_pos = hits_of_topk(top_scores, top_items, target_rows, target_cols, n_items)
     return top_items, hits, num_pos
+
+
+def hits_of_topk(top_scores: Tensor, top_items: Tensor, target_rows: Tensor, target_cols: Tensor,
+                 n_items: int) -> Tuple[Tensor, Tensor]:
+    """``(hits [B, k] bool, num_pos [B] long)`` of a top-k list (from :func:`topk_hits`, or an ANN
+    search): as :func:`topk_hits`, a slot whose score is ``-inf`` is never a hit and ``num_pos``
+    counts each row's distinct targets. Memory ``O(B * k + M)``, not ``O(B * n_items)``."""
+    batch = top_items.size(0)
+    device = top_items.device
+    rows = target_rows.to(device=device, dtype=torch.long)
+    cols = target_cols.to(device=device, dtype=torch.long)
+    if rows.numel() == 0:
+        return torch.zeros(top_items.shape, dtype=torch.bool, device=device), \
+            torch.zeros(batch, dtype=torch.long, device=device)
+    keys = torch.unique(rows * n_items + cols)
+    num_pos = torch.bincount(keys // n_items, minlength=batch)
+    cand = torch.arange(batch, device=device).unsqueeze(1) * n_items + top_items.long()
+    at = torch.searchsorted(keys, cand).clamp(max=keys.numel() - 1)
+    hits = (keys[at] == cand) & (top_scores != float("-inf"))
+    return hits, num_pos

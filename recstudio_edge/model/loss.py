@@ -54,3 +54,17 @@ class FullSoftmaxLoss(nn.Module):
 
     def forward(self, logits, target):
         return F.cross_entropy(logits, target)
+
+
+@register_loss(name="hinge")
+class HingeLoss(SampledLoss):
+    """Margin ranking: ``max(0, margin - pos + neg)``, averaged over negatives and rows. With the
+    ``euclidean`` scorer (negative squared distance) this is CML's ``[m + d(u,i)^2 - d(u,j)^2]+``
+    (Hsieh et al., WWW 2017), without its rank weighting."""
+
+    def __init__(self, margin: float = 0.5):
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, pos, neg, log_pos_prob=None, log_neg_prob=None):
+        return F.relu(self.margin - pos.unsqueeze(1) + neg).mean()

@@ -50,13 +50,14 @@ class ItemTower(Recommender):
 
     def __init__(self, num_items: int, embed_dim: int = 64, loss: str | None = None,
                  scorer: str | None = None, sampler: str | None = None, negative_count: int = 1,
-                 scorer_args: dict | None = None, sampler_args: dict | None = None, **base):
+                 scorer_args: dict | None = None, sampler_args: dict | None = None,
+                 loss_args: dict | None = None, ann: dict | None = None, **base):
         base.setdefault("num_users", 0)
         super().__init__(num_items=num_items, **base)
         self.embed_dim = int(embed_dim)
         self.item_emb = nn.Embedding(self.num_items, self.embed_dim, padding_idx=0)
         self.loss_name = (loss or self.default_loss).lower()
-        self.loss_fn = LOSSES.create(self.loss_name)
+        self.loss_fn = LOSSES.create(self.loss_name, **(loss_args or {}))
         scorer_name = (scorer or self.default_scorer).lower()
         sargs = dict(scorer_args or {})
         if scorer_name == "mlp":
@@ -65,6 +66,14 @@ class ItemTower(Recommender):
         self.sampler = SAMPLERS.create((sampler or self.default_sampler).lower(),
                                        num_items=self.num_items, **(sampler_args or {}))
         self.negative_count = int(negative_count)
+        self.ann = None  # model.ann: faiss top-k for evaluation and inference (model/ann.py)
+        if ann:
+            if type(self).full_scores is not ItemTower.full_scores:
+                raise ValueError(f"model.ann: {type(self).__name__} computes its own full_scores, so its "
+                                 f"ranking is not a search over query and item vectors")
+            from .ann import AnnIndex
+
+            self.ann = AnnIndex(ann, getattr(self.scorer, "metric", None), scorer_name)
 
     # what subclasses write ---------------------------------------------------------------
     def query(self, batch) -> torch.Tensor:  # pragma: no cover
@@ -77,6 +86,19 @@ class ItemTower(Recommender):
         """The item tower: vectors of ``ids`` (all items when None)."""
         return self.item_emb.weight if ids is None else self.item_emb(ids)
 
+    def history_matrix(self, batch) -> torch.Tensor:
+        """``[B, num_items]`` float 0/1 of each row's known items: ``item_id_set`` (``ae`` training
+        batches) or the ``mask_rows`` / ``mask_cols`` pairs of evaluation and inference batches,
+        which list every item the user is known to have (``seq`` holds the last ones only)."""
+        if "item_id_set" in batch:
+            return batch["item_id_set"]
+        if "mask_rows" not in batch:
+            raise KeyError(f"{type(self).__name__} needs the user's items: a batch with item_id_set "
+                           f"or mask_rows/mask_cols")
+        x = torch.zeros(batch["user_id"].numel(), self.num_items, device=batch["user_id"].device)
+        x[batch["mask_rows"], batch["mask_cols"]] = 1.0
+        return x
+
     # shared machinery --------------------------------------------------------------------
     def on_data(self, item_counts, train_keys=None):
         self.sampler.prepare(item_counts.to(self.device), None if train_keys is None else train_keys.to(self.device))
@@ -88,12 +110,41 @@ class ItemTower(Recommender):
     def full_scores(self, batch):
         return self.scorer.all(self.query(batch), self.item_vectors())
 
-    def tower_loss(self, query: torch.Tensor, pos: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
+    def refresh_sampler(self) -> None:
+        """Rebuild a dynamic sampler's index (MIDX, cluster) from the current item vectors."""
+        if getattr(self.sampler, "dynamic", False) and not getattr(self.loss_fn, "full", False):
+            with torch.no_grad():
+                self.sampler.update(self.item_vectors().detach(), metric=getattr(self.scorer, "metric", None))
+
+    def on_train_epoch_start(self):
+        self.refresh_sampler()  # the index follows the item vectors, once per epoch
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and getattr(dm, "dataset_sampling_count", None) and not getattr(self.loss_fn, "full", False):
+            # negatives drawn by the data pipeline
+            if getattr(self.sampler, "dynamic", False):
+                raise ValueError(f"data.dataset_sampling_count draws negatives in the data pipeline, without the "
+                                 f"model's query; sampler {self.sampler.registry_name!r} proposes by the query: "
+                                 f"use uniform or popularity, or unset dataset_sampling_count")
+            import copy
+
+            dm.set_negative_sampler(copy.deepcopy(self.sampler).cpu())
+
+    def tower_loss(self, query: torch.Tensor, pos: torch.Tensor, user: torch.Tensor | None = None,
+                   presampled=None) -> torch.Tensor:
         """Loss of queries ``[M, D]`` against their positive item ids ``[M]`` (``user [M]`` lets a
-        sampler avoid each user's training items)."""
+        sampler avoid each user's training items; ``presampled`` is ``(log_pos [M], neg [M, K],
+        log_neg [M, K])`` drawn by the data pipeline, ``data.dataset_sampling_count``)."""
         if getattr(self.loss_fn, "full", False):  # real items only: row 0 (padding) is left out
             return self.loss_fn(self.scorer.all(query, self.item_vectors()[1:]), pos - 1)
-        log_pos, neg, log_neg = self.sampler(pos, self.negative_count, query=query, user=user)
+        if presampled is not None:
+            log_pos, neg, log_neg = presampled
+        else:
+            if getattr(self.sampler, "dynamic", False) and not self.sampler.ready:
+                self.refresh_sampler()  # used before any epoch start (a bare training_step)
+            log_pos, neg, log_neg = self.sampler(pos, self.negative_count, query=query, user=user)
         pos_s = self.scorer(query, self.item_vectors(pos))
         neg_s = self.scorer(query.unsqueeze(1), self.item_vectors(neg))
         return self.loss_fn(pos_s, neg_s, log_pos, log_neg)
@@ -104,8 +155,24 @@ class ItemTower(Recommender):
             tgt = batch["target_seq"]
             keep = tgt > 0
             user = batch["user_id"].unsqueeze(1).expand_as(tgt)[keep] if "user_id" in batch else None
-            return self.tower_loss(h[keep], tgt[keep], user)
-        return self.tower_loss(self.query(batch), batch["item_id"], batch.get("user_id"))
+            pre = self._presampled(batch, keep)
+            return self.tower_loss(h[keep], tgt[keep], user, pre)
+        return self.tower_loss(self.query(batch), batch["item_id"], batch.get("user_id"), self._presampled(batch))
+
+    @staticmethod
+    def _presampled(batch, keep=None):
+        if "neg_item_id" not in batch:
+            return None
+        parts = (batch["pos_log_prob"], batch["neg_item_id"], batch["neg_log_prob"])
+        return parts if keep is None else tuple(t[keep] for t in parts)
+
+    def topk_items(self, batch, k: int, exclude: bool = True):
+        if self.ann is None:
+            return super().topk_items(batch, k, exclude)
+        with torch.no_grad():
+            self.ann.ensure(self.item_vectors()[1:], self.device)  # rebuilt when the item tower changed
+        rows, cols = (batch["mask_rows"], batch["mask_cols"]) if exclude and "mask_rows" in batch else (None, None)
+        return self.ann.search(self.query(batch), k, rows, cols, self.num_items)
 
 
 class TwoTower(ItemTower):

@@ -138,3 +138,14 @@ def test_fast_dropout_rate_and_scaling():
     assert kept == pytest.approx(1 - 51 / 256, abs=0.003)
     assert y.mean().item() == pytest.approx(1.0, abs=0.005)  # unbiased
     assert torch.equal(fast_dropout(x, 0.2, False), x)
+
+
+def test_mlp_scorer_all_in_chunks_equals_pairwise_scores():
+    from recstudio_edge.model.scorer import MLPScorer
+
+    torch.manual_seed(0)
+    m = MLPScorer(8)
+    m.CHUNK_ELEMENTS = 100  # forces one query per chunk: 7 chunks
+    q, v = torch.randn(7, 8), torch.randn(5, 8)
+    pairwise = torch.stack([torch.stack([m(q[i], v[j]) for j in range(5)]) for i in range(7)])
+    torch.testing.assert_close(m.all(q, v), pairwise)

@@ -392,6 +392,11 @@ class SampleFileDataModule(_Base):
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        from ..datamodule import transfer_flat_batch
+
+        return transfer_flat_batch(batch, device, dataloader_idx, super().transfer_batch_to_device)
+
     def train_dataloader(self):
         return self._loader("train", self.batch_size, True, True)
 

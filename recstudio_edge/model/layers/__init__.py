@@ -1,7 +1,7 @@
 """Plain ``nn.Module`` building blocks shared by models (no training logic here)."""
-from .attention import TargetAttention, causal_padding_mask
+from .attention import TargetAttention, causal_padding_mask, padding_mask
 from .dropout import FastDropout, fast_dropout
 from .mlp import MLP
 from .sequence import GRUEncoder, TransformerBlock
 
-__all__ = ["FastDropout", "fast_dropout", "MLP", "TargetAttention", "causal_padding_mask", "GRUEncoder", "TransformerBlock"]
+__all__ = ["FastDropout", "fast_dropout", "MLP", "TargetAttention", "causal_padding_mask", "padding_mask", "GRUEncoder", "TransformerBlock"]

@@ -44,3 +44,12 @@ def causal_padding_mask(seq: torch.Tensor) -> torch.Tensor:
     mask = causal.unsqueeze(0) & keys
     mask = mask | torch.eye(L, dtype=torch.bool, device=seq.device).unsqueeze(0)
     return mask.unsqueeze(1)
+
+
+def padding_mask(seq: torch.Tensor) -> torch.Tensor:
+    """Bidirectional attention mask ``[B, 1, L, L]`` (True = may attend): every position attends
+    to every real position (id != 0), before or after it (BERT4Rec). Padding positions also
+    attend to themselves, so no row is fully masked; their outputs are never read."""
+    L = seq.size(1)
+    keys = (seq != 0).unsqueeze(1).expand(-1, L, -1)  # [B, L, L]
+    return (keys | torch.eye(L, dtype=torch.bool, device=seq.device).unsqueeze(0)).unsqueeze(1)

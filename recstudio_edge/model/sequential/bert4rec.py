@@ -1,0 +1,72 @@
+"""BERT4Rec (Sun et al., CIKM 2019): a bidirectional transformer trained on the Cloze task.
+
+Training batches come from the ``mlm`` data kind: the latest training items of a user, each
+replaced by the mask token with probability ``data.mask_prob`` (redrawn every batch), and the
+original items at the masked positions as targets; the loss is the full-softmax cross-entropy
+over the real items at those positions (``ItemTower.compute_loss`` on ``query_all``). The mask
+token's id is ``num_items``, so the item table has one extra row: it is an input embedding
+only and never a candidate (``item_vectors`` leaves it out). Evaluation batches append the mask
+token after the latest ``max_seq_len - 1`` known items, and the model scores that position.
+
+The encoder reuses ``layers.TransformerBlock`` (SASRec's pre-norm block) with a padding-only
+mask instead of the causal one, then a final layer norm and BERT's prediction head (linear,
+GELU, layer norm); output scores are inner products with the (tied) item embeddings.
+"""
+import torch
+from torch import nn
+
+from ...registry import register_model
+from ..layers import FastDropout, TransformerBlock, padding_mask
+from ..towers import ItemTower
+
+
+@register_model
+class BERT4Rec(ItemTower):
+    data_kind = "mlm"
+    default_loss = "softmax"
+
+    def __init__(self, num_items: int, embed_dim: int = 64, num_blocks: int = 2, num_heads: int = 2,
+                 inner_dim: int = 256, dropout: float = 0.2, activation: str = "gelu", **base):
+        super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
+        self.mask_token = self.num_items  # the data's mask id: one past the last real item
+        self.item_emb = nn.Embedding(self.num_items + 1, embed_dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(self.max_seq_len, embed_dim)
+        self.emb_ln = nn.LayerNorm(embed_dim, eps=1e-12)
+        self.drop = FastDropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, inner_dim, dropout, activation)
+                                    for _ in range(num_blocks))
+        self.last_ln = nn.LayerNorm(embed_dim, eps=1e-12)
+        self.head = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.LayerNorm(embed_dim, eps=1e-12))
+        with torch.no_grad():  # BERT's initialisation: truncated normal, std 0.02
+            for emb in (self.item_emb, self.pos_emb):
+                nn.init.trunc_normal_(emb.weight, std=0.02, a=-0.04, b=0.04)
+            self.item_emb.weight[0].zero_()
+
+    def item_vectors(self, ids=None):
+        """Real items and padding (rows ``0..num_items-1``); the mask token's row is not a candidate."""
+        return self.item_emb.weight[: self.num_items] if ids is None else self.item_emb(ids)
+
+    def query_all(self, batch, last_only: bool = False):
+        """``[B, L, D]``: every position sees every real position of the (masked) sequence."""
+        seq = batch["seq"]
+        L = seq.size(1)
+        if L > self.max_seq_len:
+            raise ValueError(f"sequence length {L} exceeds max_seq_len {self.max_seq_len}")
+        pos = torch.arange(self.max_seq_len - L, self.max_seq_len, device=seq.device)  # right-aligned
+        keep = (seq != 0).unsqueeze(-1)
+        x = self.drop(self.emb_ln(self.item_emb(seq) + self.pos_emb(pos).unsqueeze(0))) * keep
+        mask = padding_mask(seq)
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            x = block(x, mask, last_only=last) * (keep[:, -1:] if last else keep)
+        return self.head(self.last_ln(x))
+
+    def query(self, batch):
+        """The query at the last position: the mask token that ``mlm`` evaluation batches append.
+        A plain history (``--task=infer``, another kind's batch) gets the token appended here, its
+        oldest item dropped when the sequence would exceed ``max_seq_len``."""
+        seq = batch["seq"]
+        if not bool((seq[:, -1] == self.mask_token).all()):
+            seq = torch.cat([seq, seq.new_full((seq.size(0), 1), self.mask_token)], 1)[:, -self.max_seq_len:]
+            batch = dict(batch, seq=seq)
+        return self.query_all(batch, last_only=True)[:, -1]
