@@ -23,7 +23,7 @@ class SASRec(ItemTower):
     default_loss = "softmax"
 
     def __init__(self, num_items: int, embed_dim: int = 64, num_blocks: int = 2, num_heads: int = 1,
-                 inner_dim: int = 256, dropout: float = 0.2, activation: str = "gelu", **base):
+                 inner_dim: int = 64, dropout: float = 0.1, activation: str = "relu", **base):
         super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
         self.pos_emb = nn.Embedding(self.max_seq_len, embed_dim)
         self.drop = FastDropout(dropout)
