@@ -8,6 +8,7 @@ import torch
 pytest.importorskip("faiss")
 
 from recstudio_edge.registry import create_model  # noqa: E402
+from tests.conftest import synthetic_datamodule  # noqa: E402
 
 NU, NI, D = 64, 400, 16
 
@@ -92,13 +93,8 @@ def test_approximate_indexes_recall_well(spec, floor):
 def test_evaluation_metrics_with_a_flat_index_equal_the_full_sort(tmp_path):
     import lightning.pytorch as pl
 
-    from recstudio_edge.data.datamodule import RecDataModule
-
-    data = {"name": "synthetic", "format": "auto", "cache": False, "max_seq_len": 10,
-            "generator": {"num_users": 120, "num_items": 90, "mean_per_user": 15, "min_per_user": 5},
-            "split": {"mode": "user_entry", "ratios": [0.8, 0.1, 0.1], "order": "random"}}
-    dm = RecDataModule(data, tmp_path, "mf", batch_size=256, eval_batch_size=50, seed=0)
-    dm.setup()
+    dm = synthetic_datamodule(tmp_path, "mf", users=120, items=90, mean=15, split="user_entry", batch_size=256,
+                              eval_batch_size=50, max_seq_len=10)
     results = []
     for ann in (None, {"index": "Flat"}):
         torch.manual_seed(0)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.registry import LOSSES, SCORERS, create_model
+from tests.conftest import assert_beats_popularity
 
 # 5 users (ids 1..4, 0 is padding), 5 items (ids 1..4): a tiny training matrix
 PAIRS = [(1, 1), (1, 2), (2, 2), (2, 3), (3, 1), (3, 3), (3, 4), (4, 4)]
@@ -294,7 +295,4 @@ LEARN = {
 
 @pytest.mark.parametrize("model", list(LEARN))
 def test_general_models_beat_popularity(run_cli, model):
-    pop, _ = run_cli("-m=Pop", *FAST, tiny=False)
-    res, _ = run_cli(f"-m={model}", *LEARN[model], *FAST, tiny=False)
-    assert res["test"]["recall@10"] > 1.5 * pop["test"]["recall@10"], (res["test"], pop["test"])
-    assert res["test"]["ndcg@10"] > 1.5 * pop["test"]["ndcg@10"]
+    assert_beats_popularity(run_cli, model, LEARN[model], 1.5, common=FAST)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.registry import SAMPLERS, create_model, get_model_class, list_models
+from tests.conftest import synthetic_datamodule
 
 DYNAMIC = ["midx_uni", "midx_pop", "cluster_uni", "cluster_pop"]
 N, D, K = 61, 8, 4  # 60 real items
@@ -224,13 +225,7 @@ def test_sampler_index_is_rebuilt_at_every_training_epoch(tmp_path):
     """Inside a real fit: the tower rebuilds the index from its current item vectors each epoch."""
     import lightning.pytorch as pl
 
-    from recstudio_edge.data.datamodule import RecDataModule
-
-    data = {"name": "synthetic", "format": "auto", "cache": False, "max_seq_len": 10,
-            "generator": {"num_users": 100, "num_items": 60, "mean_per_user": 15, "min_per_user": 5},
-            "split": {"mode": "loo", "ratios": [0.8, 0.1, 0.1], "order": "random"}}
-    dm = RecDataModule(data, tmp_path, "mf", batch_size=128, eval_batch_size=100, seed=0)
-    dm.setup()
+    dm = synthetic_datamodule(tmp_path, "mf", users=100, items=60, mean=15, max_seq_len=10)
     torch.manual_seed(0)
     model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, loss="sampled_softmax",
                          sampler="midx_pop", negative_count=8, sampler_args={"num_clusters": 4}, lr=0.05,
@@ -292,14 +287,9 @@ def test_unknown_sampler_names_the_closest():
 def test_dataset_sampling_count_draws_negatives_in_the_data_pipeline(tmp_path):
     import lightning.pytorch as pl
 
-    from recstudio_edge.data.datamodule import RecDataModule
-
-    data = {"name": "synthetic", "format": "auto", "cache": False, "max_seq_len": 10, "dataset_sampling_count": 5,
-            "generator": {"num_users": 80, "num_items": 50, "mean_per_user": 12, "min_per_user": 5},
-            "split": {"mode": "loo", "ratios": [0.8, 0.1, 0.1], "order": "random"}}
     for kind, model_name in (("mf", "BPR"), ("seq", "SASRec")):
-        dm = RecDataModule(data, tmp_path / kind, kind, batch_size=64, eval_batch_size=100, seed=0)
-        dm.setup()
+        dm = synthetic_datamodule(tmp_path / kind, kind, users=80, items=50, mean=12, batch_size=64,
+                                  max_seq_len=10, dataset_sampling_count=5)
         model = create_model(model_name, num_users=dm.num_users, num_items=dm.num_items, loss="sampled_softmax",
                              sampler="popularity", negative_count=1, max_seq_len=10, topk=[5])
         got = []
@@ -329,13 +319,7 @@ def test_dataset_sampling_count_draws_negatives_in_the_data_pipeline(tmp_path):
 def test_dataset_sampling_count_refuses_a_query_dependent_sampler(tmp_path):
     import lightning.pytorch as pl
 
-    from recstudio_edge.data.datamodule import RecDataModule
-
-    data = {"name": "synthetic", "format": "auto", "cache": False, "dataset_sampling_count": 2,
-            "generator": {"num_users": 50, "num_items": 30, "mean_per_user": 10, "min_per_user": 5},
-            "split": {"mode": "loo", "ratios": [0.8, 0.1, 0.1], "order": "random"}}
-    dm = RecDataModule(data, tmp_path, "mf", batch_size=64, eval_batch_size=100, seed=0)
-    dm.setup()
+    dm = synthetic_datamodule(tmp_path, "mf", users=50, items=30, mean=10, batch_size=64, dataset_sampling_count=2)
     model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, loss="sampled_softmax",
                          sampler="midx_uni", topk=[5])
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False,

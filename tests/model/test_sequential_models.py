@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from recstudio_edge.data.datamodule import RecDataModule
 from recstudio_edge.data.preprocess import TRAIN
 from recstudio_edge.registry import create_model
+from tests.conftest import assert_beats_popularity
 
 L = 30
 DATA = {"name": "synthetic", "format": "auto", "generator": {"num_users": 300, "num_items": 150,
@@ -271,7 +272,4 @@ RECIPES = {  # each under ~15 s on one CPU thread
 
 @pytest.mark.parametrize("model", list(RECIPES))
 def test_sequential_family_beats_popularity(run_cli, model):
-    pop, _ = run_cli("-m=Pop", *FAST, tiny=False)
-    res, _ = run_cli(f"-m={model}", *RECIPES[model], *FAST, tiny=False)
-    assert res["test"]["recall@10"] > 2 * pop["test"]["recall@10"], (res["test"], pop["test"])
-    assert res["test"]["ndcg@10"] > 2 * pop["test"]["ndcg@10"]
+    assert_beats_popularity(run_cli, model, RECIPES[model], 2, common=FAST)
