@@ -79,7 +79,7 @@ class AnnIndex:
     def ensure(self, items: torch.Tensor, device: Optional[torch.device] = None) -> None:
         """Build the index unless it already holds exactly ``items`` (compared by value: an
         optimiser step, a loaded checkpoint or a device move all trigger a rebuild; costs one
-        ``O(N * D)`` comparison per call, less than scoring one batch against every item)."""
+        ``O(N * D)`` comparison, about one IVF search of a batch: the towers call it once per evaluation epoch)."""
         items = items.detach()
         v = self.vectors
         if v is None or v.shape != items.shape or v.device != items.device or not torch.equal(v, items):

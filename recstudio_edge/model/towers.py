@@ -119,6 +119,36 @@ class ItemTower(Recommender):
     def on_train_epoch_start(self):
         self.refresh_sampler()  # the index follows the item vectors, once per epoch
 
+    # ANN index: compared with the item vectors (O(N * D), about one search of a batch) once per
+    # evaluation epoch instead of once per batch; outside a Trainer loop, at every call
+    _ann_checked = False
+
+    def _ensure_ann(self) -> None:
+        with torch.no_grad():
+            self.ann.ensure(self.item_vectors()[1:], self.device)  # rebuilt when the item tower changed
+
+    def _ann_epoch(self, start: bool) -> None:
+        if self.ann is not None:
+            if start:
+                self._ensure_ann()
+            self._ann_checked = start
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self._ann_epoch(True)
+
+    def on_validation_epoch_end(self):
+        self._ann_epoch(False)
+        super().on_validation_epoch_end()
+
+    def on_test_epoch_start(self):
+        super().on_test_epoch_start()
+        self._ann_epoch(True)
+
+    def on_test_epoch_end(self):
+        self._ann_epoch(False)
+        super().on_test_epoch_end()
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -169,8 +199,8 @@ class ItemTower(Recommender):
     def topk_items(self, batch, k: int, exclude: bool = True):
         if self.ann is None:
             return super().topk_items(batch, k, exclude)
-        with torch.no_grad():
-            self.ann.ensure(self.item_vectors()[1:], self.device)  # rebuilt when the item tower changed
+        if not self._ann_checked:  # inside an evaluation epoch the weights cannot change: checked at its start
+            self._ensure_ann()
         rows, cols = (batch["mask_rows"], batch["mask_cols"]) if exclude and "mask_rows" in batch else (None, None)
         return self.ann.search(self.query(batch), k, rows, cols, self.num_items)
 

@@ -158,3 +158,22 @@ def test_ann_key_from_the_command_line_reaches_the_model():
                                            "data.name": "x"}, model_cls=cls)
     model = build_model(cfg, cls, DM())
     assert model.ann.factory == "IVF8,Flat" and model.ann.search_params == {"nprobe": 3}
+
+
+def test_evaluation_checks_the_index_once_per_epoch_not_per_batch(tmp_path, monkeypatch):
+    import lightning.pytorch as pl
+
+    from recstudio_edge.model.ann import AnnIndex
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=120, items=90, mean=15, split="user_entry", eval_batch_size=30)
+    calls = []
+    orig = AnnIndex.ensure
+    monkeypatch.setattr(AnnIndex, "ensure", lambda self, *a, **k: (calls.append(1), orig(self, *a, **k))[1])
+    m = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, ann={"index": "Flat"}, topk=[5, 10])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(m, datamodule=dm, verbose=False)
+    assert len(dm.val_dataloader()) >= 3 and len(calls) == 1
+    trainer.test(m, datamodule=dm, verbose=False)
+    assert len(calls) == 2
+    m.recommend(dm.eval_dataset("test")[torch.arange(4)], 5)  # outside a Trainer loop: checked at the call
+    assert len(calls) == 3
