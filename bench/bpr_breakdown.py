@@ -4,14 +4,16 @@
 usage: python bench/bpr_breakdown.py [--threads 1] [--epochs 3] [--data-dir /work/bench_data/ours]
 
 Times one training epoch (median of --epochs) of:
-  lightning   recstudio_edge as the CLI runs it: Trainer.fit, validation off;
-  manual      the same model, data module and optimiser, in a plain Python loop
-              (model.training_step, zero_grad, backward, step): Lightning's per-step cost is
-              the difference;
-  foreach / fused   the manual loop with Adam(foreach=True) / Adam(fused=True);
-  sparse      nn.Embedding(sparse=True) + torch.optim.SparseAdam (only the rows a batch
-              touches are updated; lazy Adam, so not numerically the same optimiser);
-  no-step     the manual loop without optimizer.step() (forward + backward only).
+  lightning                 recstudio_edge as the CLI runs it: Trainer.fit, validation off (the
+                            fused BPR kernel, Lightning's manual-optimisation step);
+  lightning, automatic loop the same with Lightning's automatic optimisation (forced by an
+                            ``optimizer_step`` override): the cost of its closure and hooks;
+  lightning, generic path   ``model.fused=false``: the tower's autograd path instead of the kernel;
+  manual ...                the same model, data module and optimiser in a plain Python loop
+                            (compute_loss, zero_grad, backward, step): Lightning's cost is the
+                            difference; with the kernel or the generic path; forward + backward
+                            only; sparse embeddings + torch.optim.SparseAdam (generic path; lazy
+                            Adam, so not numerically the same optimiser).
 Only timing; nothing in recstudio_edge is changed (the variants patch the model object here).
 """
 from __future__ import annotations
@@ -76,33 +78,47 @@ def main(argv=None):
         def on_train_epoch_end(self, tr, m):
             self.s.append(time.perf_counter() - self.t)
 
-    model = runner.build_model(cfg, cls, dm)
-    tr, _ = runner.build_trainer(cfg, Path(cfg["output_dir"]), "recall@10", "max", epochs=a.epochs,
-                                 with_checkpoints=False)
-    tr.limit_val_batches = 0
-    timer = T()
-    tr.callbacks.append(timer)
-    tr.fit(model, datamodule=dm)
-    res["lightning"] = timer.s
+    def fit(name, model):
+        tr, _ = runner.build_trainer(cfg, Path(cfg["output_dir"]), "recall@10", "max", epochs=a.epochs,
+                                     with_checkpoints=False)
+        tr.limit_val_batches = 0
+        timer = T()
+        tr.callbacks.append(timer)
+        tr.fit(model, datamodule=dm)
+        res[name] = timer.s
+
+    fit("lightning", runner.build_model(cfg, cls, dm))
+
+    class Automatic(cls):  # an optimizer_step override keeps Lightning's automatic loop
+        def optimizer_step(self, *args, **kwargs):
+            return super().optimizer_step(*args, **kwargs)
+
+    auto = runner.build_model(cfg, cls, dm)
+    auto.__class__ = Automatic
+    fit("lightning, automatic loop", auto)
+    generic = runner.build_model(cfg, cls, dm)
+    generic.fused = False
+    fit("lightning, generic path (fused=false)", generic)
 
     def fresh():
         m = runner.build_model(cfg, cls, dm)
         m.on_data(dm.item_counts(), dm.train_keys())  # as setup() does: exclude_seen needs the keys
         return m
 
-    for name, make_opt, step in (
-            ("manual (Adam as configured)", lambda m: m.configure_optimizers(), True),
-            ("manual, Adam(foreach=True)", lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True), True),
-            ("manual, Adam(fused=True)", lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, fused=True), True),
-            ("manual, forward+backward only", lambda m: m.configure_optimizers(), False)):
+    def generic_model():
         m = fresh()
-        try:
-            opt = make_opt(m)
-            res[name] = [manual_epoch(m, dm, opt, step) for _ in range(a.epochs)]
-        except Exception as e:  # noqa: BLE001 - e.g. fused Adam unsupported on this build
-            res[name] = f"unavailable: {e}"
+        m.fused = False
+        return m
 
-    m = fresh()
+    for name, make_model, step in (
+            ("manual, fused kernel", fresh, True),
+            ("manual, generic path", generic_model, True),
+            ("manual, fused kernel, forward+backward only", fresh, False)):
+        m = make_model()
+        opt = m.configure_optimizers()
+        res[name] = [manual_epoch(m, dm, opt, step) for _ in range(a.epochs)]
+
+    m = generic_model()
     for emb in (m.user_emb, m.item_emb):
         emb.sparse = True
     opt = torch.optim.SparseAdam(list(m.parameters()), lr=1e-3)
@@ -112,9 +128,9 @@ def main(argv=None):
           f"load avg {open('/proc/loadavg').read().split()[:3]}")
     for k, v in res.items():
         if isinstance(v, str):
-            print(f"{k:42s} {v}")
+            print(f"{k:46s} {v}")
         else:
-            print(f"{k:42s} median {statistics.median(v):.2f} s/epoch  (each: {', '.join(f'{x:.2f}' for x in v)})")
+            print(f"{k:46s} median {statistics.median(v):.2f} s/epoch  (each: {', '.join(f'{x:.2f}' for x in v)})")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .dataset import BatchDataset, EpochKeyedBatchSampler, IndexBatchSampler, KindBuilder
+from .dataset import BatchDataset, KindBuilder, make_loader
 from .errors import DataError
 from .preprocess import TRAIN, Interactions, build_interactions
 
@@ -114,7 +114,7 @@ class RecDataModule(pl.LightningDataModule):
         self._train: Optional[BatchDataset] = None
         # data.dataset_sampling_count: negatives drawn by the data pipeline with the model's sampler
         self.dataset_sampling_count = int(self.cfg.get("dataset_sampling_count") or 0)
-        self._neg_sampler = None
+        self._neg_sampler, self._neg_count = None, 0
         self._eval: Dict[str, BatchDataset] = {}
 
     def prepare_data(self) -> None:
@@ -154,18 +154,18 @@ class RecDataModule(pl.LightningDataModule):
 
     # loaders ------------------------------------------------------------------------------
     def _loader(self, ds: BatchDataset, batch_size: int, shuffle: bool, pad: bool) -> DataLoader:
-        cls = EpochKeyedBatchSampler if getattr(ds, "epoch_keyed", False) else IndexBatchSampler
-        sampler = cls(len(ds), batch_size, shuffle=shuffle, seed=self.seed, pad=pad)
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return make_loader(ds, batch_size, shuffle, self.seed, pad, self.num_workers)
 
-    def set_negative_sampler(self, sampler) -> None:
-        """``data.dataset_sampling_count``: the model hands over a CPU copy of its (static) sampler;
-        every training batch then carries ``dataset_sampling_count`` negatives per positive drawn
-        here (``neg_item_id``, ``neg_log_prob``, ``pos_log_prob``), instead of in the training step."""
+    def set_negative_sampler(self, sampler, count: Optional[int] = None) -> None:
+        """The model hands over a CPU copy of its static sampler; every training batch then carries
+        ``count`` (default ``data.dataset_sampling_count``) negatives per positive drawn here
+        (``neg_item_id``, ``neg_log_prob``, ``pos_log_prob``) instead of in the training step.
+        Tower models do so for ``data.dataset_sampling_count`` and, with ``count`` =
+        ``model.negative_count``, for every static sampler on ``mf`` data."""
         if self.kind not in ("mf", "seq"):
             raise ValueError(f"data.dataset_sampling_count applies to the mf and seq data kinds, not {self.kind!r}")
         self._neg_sampler = sampler
+        self._neg_count = int(count or self.dataset_sampling_count)
         self._train = None
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -174,10 +174,10 @@ class RecDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
             self._train = self.builder.train(self.kind)
-            if self._neg_sampler is not None and self.dataset_sampling_count:
+            if self._neg_sampler is not None and self._neg_count:
                 from .dataset import with_negatives
 
-                self._train = with_negatives(self._train, self._neg_sampler, self.dataset_sampling_count)
+                self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed)
         return self._loader(self._train, self.batch_size, shuffle=True, pad=True)
 
     def eval_dataset(self, stage: str) -> BatchDataset:

@@ -1,6 +1,8 @@
 """Negative samplers, picked by name (``sampler:``).
 
-``sampler(pos [M], num_neg, query=None, user=None) -> (log_pos_prob [M], neg [M, K], log_neg_prob [M, K])``.
+``sampler(pos [M], num_neg, query=None, user=None, generator=None) -> (log_pos_prob [M], neg [M, K], log_neg_prob [M, K])``.
+``generator``: draw from this ``torch.Generator`` instead of torch's global one (the static samplers,
+when the data pipeline draws negatives, keyed per batch: ``data.dataset_sampling_count``).
 The log-probabilities are exact, so that sampled-softmax losses can correct by log-Q:
 
 - ``log_pos_prob`` is ``log Q(pos | query)``, the probability the proposal gives the positive;
@@ -90,13 +92,13 @@ class UniformSampler(Sampler):
         pos = torch.searchsorted(self.train_keys, k).clamp(max=self.train_keys.numel() - 1)
         return self.train_keys[pos] == k
 
-    def forward(self, pos, num_neg, query=None, user=None):
+    def forward(self, pos, num_neg, query=None, user=None, generator=None):
         n = self.num_items - 1  # real items 1..num_items-1
         if self.exclude_pos:
-            neg = torch.randint(1, n, (pos.numel(), num_neg), device=pos.device)  # n-1 choices
+            neg = torch.randint(1, n, (pos.numel(), num_neg), device=pos.device, generator=generator)  # n-1 choices
             neg = neg + (neg >= pos.unsqueeze(1)).long()  # skip the positive
         else:
-            neg = torch.randint(1, n + 1, (pos.numel(), num_neg), device=pos.device)
+            neg = torch.randint(1, n + 1, (pos.numel(), num_neg), device=pos.device, generator=generator)
         if self.exclude_seen and user is not None and self.train_keys.numel():
             # redraw the seen ones, 8 candidates per slot at a time: the first unseen candidate is
             # uniform over the unseen items (as one-at-a-time rejection is), in ~2 rounds instead
@@ -107,7 +109,7 @@ class UniformSampler(Sampler):
             for _ in range(20):
                 if idx.numel() == 0:
                     break
-                cand = torch.randint(1, self.num_items, (idx.numel(), 8), device=pos.device)
+                cand = torch.randint(1, self.num_items, (idx.numel(), 8), device=pos.device, generator=generator)
                 free = ~self._seen(users[idx], cand)
                 ok = free.any(1)
                 first = free.to(torch.uint8).argmax(1)
@@ -185,12 +187,13 @@ class CellIndex:
                 setattr(self, name, value.to(device))
         return self
 
-    def _sample_uniform(self, cells: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
+    def _sample_uniform(self, cells: torch.Tensor, pos: Optional[torch.Tensor],
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``sample`` when every item of a cell has the same weight: position ``floor(u * n)`` in
         the cell's segment, skipping the positive's (``n`` one less in the positive's cell)."""
         start = self.ptr[cells]
         n = self.ptr[cells + 1] - start
-        u = torch.rand(cells.shape, dtype=torch.float64, device=cells.device)
+        u = torch.rand(cells.shape, dtype=torch.float64, device=cells.device, generator=generator)
         if pos is None:
             j = (u * n).long()
             return self.order[start + torch.minimum(j, n - 1)]
@@ -200,14 +203,15 @@ class CellIndex:
         j = j + (same & (j >= (self.rank[pos].unsqueeze(1) - start))).long()
         return self.order[start + j]
 
-    def sample(self, cells: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
+    def sample(self, cells: torch.Tensor, pos: Optional[torch.Tensor],
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """An item of each cell in ``cells [M, K]``, drawn in proportion to ``w_i``; with ``pos [M]``
         never row m's ``pos[m]`` (drawn from the cell's distribution without it): ``[M, K]`` ids.
         A cell must hold some item other than the excluded positive."""
         if self.uniform:
-            return self._sample_uniform(cells, pos)
+            return self._sample_uniform(cells, pos, generator)
         c = cells.double()
-        u = torch.rand(cells.shape, dtype=torch.float64, device=cells.device)
+        u = torch.rand(cells.shape, dtype=torch.float64, device=cells.device, generator=generator)
         if pos is None:
             t = c + u
         else:
@@ -261,10 +265,10 @@ class PopularitySampler(Sampler):
             self._index_key = key
         return self._index
 
-    def forward(self, pos, num_neg, query=None, user=None):
+    def forward(self, pos, num_neg, query=None, user=None, generator=None):
         index = self._cells()
         cells = torch.zeros(pos.numel(), num_neg, dtype=torch.long, device=pos.device)
-        neg = index.sample(cells, pos if self.exclude_pos else None)
+        neg = index.sample(cells, pos if self.exclude_pos else None, generator)
         lw = index.log_w - index.log_cell_w[0]  # float64 log-probabilities, normalised
         log_pos = lw[pos]
         log_neg = lw[neg]
@@ -380,7 +384,10 @@ class CodebookSampler(Sampler):
             q = torch.nn.functional.normalize(q, dim=-1, eps=1e-8)
         return q * self.query_scale
 
-    def forward(self, pos, num_neg, query=None, user=None):
+    def forward(self, pos, num_neg, query=None, user=None, generator=None):
+        if generator is not None:  # they run in the training step, never in the data pipeline
+            raise ValueError(f"sampler {self.registry_name!r} draws with torch's global generator (it needs the "
+                             f"query, so it runs in the training step); generator= is for the static samplers")
         q = self._query(query)
         pos = pos.reshape(-1)
         if q.size(0) != pos.numel():

@@ -152,15 +152,22 @@ class ItemTower(Recommender):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and getattr(dm, "dataset_sampling_count", None) and not getattr(self.loss_fn, "full", False):
-            # negatives drawn by the data pipeline
-            if getattr(self.sampler, "dynamic", False):
+        if stage != "fit" or getattr(self.loss_fn, "full", False) or not hasattr(dm, "set_negative_sampler"):
+            return
+        import copy
+
+        count = getattr(dm, "dataset_sampling_count", None)
+        dynamic = getattr(self.sampler, "dynamic", False)
+        if count:  # data.dataset_sampling_count: negatives drawn by the data pipeline
+            if dynamic:
                 raise ValueError(f"data.dataset_sampling_count draws negatives in the data pipeline, without the "
                                  f"model's query; sampler {self.sampler.registry_name!r} proposes by the query: "
-                                 f"use uniform or popularity, or unset dataset_sampling_count")
-            import copy
-
+                                 f"use uniform or popularity, or set data.dataset_sampling_count=null")
             dm.set_negative_sampler(copy.deepcopy(self.sampler).cpu())
+        elif not dynamic and getattr(dm, "kind", None) == "mf":
+            # a static sampler does not depend on the model: the pipeline draws model.negative_count
+            # per row for a whole epoch at once (data.with_negatives), cheaper than per step
+            dm.set_negative_sampler(copy.deepcopy(self.sampler).cpu(), self.negative_count)
 
     def tower_loss(self, query: torch.Tensor, pos: torch.Tensor, user: torch.Tensor | None = None,
                    presampled=None) -> torch.Tensor:

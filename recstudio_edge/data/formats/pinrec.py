@@ -383,14 +383,9 @@ class SampleFileDataModule(_Base):
         return BatchDataset(len(s), s.batch)
 
     def _loader(self, stage: str, batch_size: int, shuffle: bool, pad: bool):
-        from torch.utils.data import DataLoader
+        from ..dataset import make_loader
 
-        from ..dataset import IndexBatchSampler
-
-        ds = self.eval_dataset(stage)
-        sampler = IndexBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=self.seed, pad=pad)
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return make_loader(self.eval_dataset(stage), batch_size, shuffle, self.seed, pad, self.num_workers)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         from ..datamodule import transfer_flat_batch

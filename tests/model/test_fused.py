@@ -1,0 +1,126 @@
+"""The fused BPR-MF kernel and Lightning's manual-optimisation step: same numbers as the generic paths."""
+from __future__ import annotations
+
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recstudio_edge.model.fused import bpr_mf_loss
+from recstudio_edge.registry import create_model
+
+
+def _tables(seed=0, users=40, items=30, dim=8):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(users, dim, generator=g).requires_grad_(), torch.randn(items, dim, generator=g).requires_grad_())
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_fused_bpr_loss_and_gradients_equal_the_textbook_formula(k):
+    U, I = _tables()
+    g = torch.Generator().manual_seed(1)
+    # repeated ids on purpose: gradients of a row used several times must add up
+    user = torch.randint(0, 40, (64,), generator=g)
+    pos = torch.randint(1, 30, (64,), generator=g)
+    neg = torch.randint(1, 30, (64, k), generator=g)
+    fused = bpr_mf_loss(U, I, user, pos, neg)
+    gu, gi = torch.autograd.grad(fused, (U, I))
+    q = U[user]
+    ref = -F.logsigmoid((q * I[pos]).sum(-1, keepdim=True) - (q.unsqueeze(1) * I[neg]).sum(-1)).mean()
+    ru, ri = torch.autograd.grad(ref, (U, I))
+    torch.testing.assert_close(fused, ref)
+    torch.testing.assert_close(gu, ru)
+    torch.testing.assert_close(gi, ri)
+    assert gu[user].abs().sum() > 0 and gi[neg].abs().sum() > 0  # the rows used really get gradients
+
+
+def test_bpr_fused_compute_loss_matches_the_generic_tower_path():
+    torch.manual_seed(0)
+    fused = create_model("BPR", num_users=40, num_items=30, embed_dim=8, negative_count=4)
+    plain = create_model("BPR", num_users=40, num_items=30, embed_dim=8, negative_count=4, fused=False)
+    plain.load_state_dict(fused.state_dict())
+    assert fused.fused and not plain.fused
+    g = torch.Generator().manual_seed(2)
+    batch = {"user_id": torch.randint(1, 40, (50,), generator=g), "item_id": torch.randint(1, 30, (50,), generator=g),
+             "neg_item_id": torch.randint(1, 30, (50, 4), generator=g),
+             "pos_log_prob": torch.zeros(50), "neg_log_prob": torch.zeros(50, 4)}
+    a, b = fused.compute_loss(batch), plain.compute_loss(batch)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b)
+    for p, r in zip(fused.parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, r.grad)
+    # without pipeline negatives the fused path draws them with the model's sampler (seeded: same draws)
+    del batch["neg_item_id"], batch["pos_log_prob"], batch["neg_log_prob"]
+    torch.manual_seed(5)
+    a = fused.compute_loss(batch)
+    torch.manual_seed(5)
+    torch.testing.assert_close(a, plain.compute_loss(batch))
+
+
+def test_other_bpr_configurations_take_the_generic_path():
+    assert not create_model("BPR", num_users=5, num_items=30, loss="bce").fused
+    assert not create_model("BPR", num_users=5, num_items=30, scorer="cosine").fused
+    assert not create_model("BPR", num_users=5, num_items=30, sampler="midx_uni").fused
+    from recstudio_edge.model.general.bpr import BPR
+
+    class Deeper(BPR):  # a subclass with its own user tower: the fused kernel would ignore it
+        def query(self, batch):
+            return 2 * self.user_emb(batch["user_id"])
+
+    assert not Deeper(num_users=5, num_items=30).fused
+
+
+# ---- the manual-optimisation step ---------------------------------------------------------------------
+def _fit(model, dm, steps=3, **trainer_kw):
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=steps, limit_val_batches=0, accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False, **trainer_kw)
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def test_manual_step_gives_the_automatic_loops_parameters(tmp_path):
+    from tests.conftest import synthetic_datamodule
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=32, dataset_sampling_count=1)
+    torch.manual_seed(0)
+    manual = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+
+    class Automatic(type(manual)):  # an optimizer_step override keeps Lightning's automatic loop
+        def optimizer_step(self, *args, **kwargs):
+            return super().optimizer_step(*args, **kwargs)
+
+    auto = Automatic(num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    auto.load_state_dict(copy.deepcopy(manual.state_dict()))
+    seen = {}
+
+    class Mode(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            seen[module] = module.automatic_optimization
+
+    t1 = _fit(manual, dm, callbacks=[Mode()])
+    t2 = _fit(auto, dm, callbacks=[Mode()])
+    assert seen[manual] is False and seen[auto] is True
+    assert t1.global_step == t2.global_step == 3  # checkpoints and logging count optimiser steps either way
+    for p, r in zip(manual.parameters(), auto.parameters()):
+        torch.testing.assert_close(p, r)
+
+
+def test_gradient_clipping_keeps_the_automatic_loop(tmp_path):
+    from tests.conftest import synthetic_datamodule
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=32)
+    model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    before = model.user_emb.weight.detach().clone()
+    modes = []
+
+    class Mode(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            modes.append(module.automatic_optimization)
+
+    _fit(model, dm, gradient_clip_val=0.5, callbacks=[Mode()])  # Lightning refuses clipping in manual mode
+    assert modes == [True] * 3
+    assert not torch.equal(before, model.user_emb.weight)
