@@ -175,9 +175,12 @@ class RecDataModule(pl.LightningDataModule):
         if self._train is None:
             self._train = self.builder.train(self.kind)
             if self._neg_sampler is not None and self._neg_count:
-                from .dataset import with_negatives
+                from .dataset import IndexBatchSampler, with_negatives
 
-                self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed)
+                # the training loader's batch order (same arguments as its sampler below): mf batches
+                # become slices of per-epoch tables
+                order = IndexBatchSampler(len(self._train), self.batch_size, shuffle=True, seed=self.seed, pad=True)
+                self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed, order)
         return self._loader(self._train, self.batch_size, shuffle=True, pad=True)
 
     def eval_dataset(self, stage: str) -> BatchDataset:

@@ -95,8 +95,12 @@ class IndexBatchSampler:
         return 0, 1
 
     def _indices(self) -> torch.Tensor:
+        return self.order(self.epoch)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """This rank's row ids for ``epoch`` in batch order: batch ``i`` is ``order[i*bs:(i+1)*bs]``."""
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(self.seed + int(epoch))
             order = torch.randperm(self.size, generator=g)
         else:
             order = torch.arange(self.size)
@@ -147,7 +151,8 @@ def make_loader(ds: BatchDataset, batch_size: int, shuffle: bool, seed: int, pad
 EPOCH_DRAW_LIMIT = 1 << 24  # rows x negatives drawn at once per epoch (128 MB of int64 ids) at most
 
 
-def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0) -> BatchDataset:
+def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0,
+                   batches: Optional[IndexBatchSampler] = None) -> BatchDataset:
     """``data.dataset_sampling_count``: ``ds`` (``mf`` or ``seq`` training) with ``count`` negatives
     per positive drawn by ``sampler``: ``neg_item_id [B, count]`` (``seq``: ``[B, L, count]``, 0 at
     padding targets), ``neg_log_prob`` of the same shape and ``pos_log_prob [B]`` (``[B, L]``), the
@@ -156,8 +161,12 @@ def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0) -> Batc
     For ``mf`` data (one positive per row) the negatives of every row are drawn at once at the
     first batch of each epoch (as RecBole's data loader does), keyed by ``(seed, epoch, rank)``,
     and batches take their rows' share: one vectorised draw instead of one per batch, a quarter
-    of the time (with ``exclude_seen``). Otherwise, or beyond ``EPOCH_DRAW_LIMIT`` ids, each batch
-    draws its own, keyed by ``(seed, epoch, rank, step)`` (``batch_generator``)."""
+    of the time (with ``exclude_seen``). Given ``batches``, the sampler whose batch order the
+    loader follows (same size, batch size, shuffle, seed and padding), every field is laid out
+    in that epoch's batch order once, and batch ``step`` is a slice (views, no gathers); a batch
+    whose ids are not that slice (one built by hand) draws its own. Otherwise, or beyond
+    ``EPOCH_DRAW_LIMIT`` ids, each batch draws its own, keyed by ``(seed, epoch, rank, step)``
+    (``batch_generator``)."""
     inner_keyed = getattr(ds, "epoch_keyed", False)
     whole = None  # mf: every row's user and positive, for the per-epoch draw
     if not inner_keyed and len(ds) and len(ds) * int(count) <= EPOCH_DRAW_LIMIT:
@@ -166,23 +175,33 @@ def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0) -> Batc
             whole = every
     drawn = {}
 
-    def epoch_draws(epoch: int, rank: int):
+    def epoch_table(epoch: int, rank: int) -> Dict[str, torch.Tensor]:
+        """Every field of every row plus its negatives for ``(epoch, rank)``: in the epoch's batch
+        order when ``batches`` is given (``rows`` = that order), else in row order."""
         if drawn.get("key") != (epoch, rank):
+            rows = batches.order(epoch) if batches is not None else None
+            t = dict(whole) if rows is None else {k: v.index_select(0, rows) for k, v in whole.items()}
             g, _ = batch_generator(seed, ((epoch, rank, -1), None), salt=1)
             with torch.no_grad():
-                parts = sampler(whole["item_id"], count, user=whole["user_id"], generator=g)
+                t["pos_log_prob"], t["neg_item_id"], t["neg_log_prob"] = sampler(
+                    t["item_id"], count, user=t["user_id"], generator=g)
             drawn.clear()
-            drawn.update(key=(epoch, rank), parts=parts)
-        return drawn["parts"]
+            drawn.update(key=(epoch, rank), table=t, rows=rows)
+        return drawn["table"]
 
     def make(key):
         g, idx = batch_generator(seed, key, salt=1)  # salt: not the inner dataset's stream
-        b = ds.make_batch(key if inner_keyed else idx)
         if whole is not None:
-            (epoch, rank, _), _ = key if isinstance(key, tuple) else ((0, 0, 0), idx)
-            lp, neg, ln = (t.index_select(0, idx) for t in epoch_draws(int(epoch), int(rank)))
-            b.update(pos_log_prob=lp, neg_item_id=neg, neg_log_prob=ln)
-            return b
+            (epoch, rank, step), _ = key if isinstance(key, tuple) else ((0, 0, 0), idx)
+            t = epoch_table(int(epoch), int(rank))
+            rows, n = drawn["rows"], idx.numel()
+            if rows is None:
+                return {k: v.index_select(0, idx) for k, v in t.items()}
+            start = int(step) * batches.batch_size
+            if n and start + n <= rows.numel() and torch.equal(rows[start:start + n], idx):
+                return {k: v[start:start + n] for k, v in t.items()}  # the loader's own batch: a slice
+            # any other ids (a batch built by hand): drawn for this batch, below
+        b = ds.make_batch(key if inner_keyed else idx)
         pos = b["target_seq"] if "target_seq" in b else b["item_id"]
         with torch.no_grad():
             if pos.dim() == 1:  # one positive per row

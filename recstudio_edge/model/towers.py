@@ -163,6 +163,11 @@ class ItemTower(Recommender):
                 raise ValueError(f"data.dataset_sampling_count draws negatives in the data pipeline, without the "
                                  f"model's query; sampler {self.sampler.registry_name!r} proposes by the query: "
                                  f"use uniform or popularity, or set data.dataset_sampling_count=null")
+            if self.negative_count not in (1, count):
+                raise ValueError(f"model.negative_count={self.negative_count} would not be used: "
+                                 f"data.dataset_sampling_count={count} draws the negatives in the data pipeline; set "
+                                 f"data.dataset_sampling_count={self.negative_count} (or null to draw "
+                                 f"model.negative_count)")
             dm.set_negative_sampler(copy.deepcopy(self.sampler).cpu())
         elif not dynamic and getattr(dm, "kind", None) == "mf":
             # a static sampler does not depend on the model: the pipeline draws model.negative_count

@@ -326,3 +326,83 @@ def test_dataset_sampling_count_refuses_a_query_dependent_sampler(tmp_path):
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match="proposes by the query"):
         trainer.fit(model, datamodule=dm)
+
+
+# ---- negatives drawn in the data pipeline, once per epoch, for static samplers on mf data ------------
+def _fit_spy(model, dm, epochs=2, batches=3):
+    import lightning.pytorch as pl
+
+    got = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            got.append((trainer.current_epoch, {k: v.clone() for k, v in batch.items()}))
+
+    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[Spy()])
+    trainer.fit(model, datamodule=dm)
+    return got
+
+
+def test_static_sampler_negatives_are_drawn_per_epoch_in_the_pipeline(tmp_path):
+    from recstudio_edge.data.dataset import UserItemIndex
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=12, batch_size=64)
+    calls = []
+    runs = []
+    for global_seed in (1, 2):  # the draws are keyed by (seed, epoch): the global RNG does not matter
+        torch.manual_seed(global_seed)
+        model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5],
+                             negative_count=3, sampler_args={"exclude_seen": True})
+        real_forward = type(model.sampler).forward
+
+        def counting(self, pos, *a, **k):
+            calls.append(pos.numel())
+            return real_forward(self, pos, *a, **k)
+
+        type(model.sampler).forward = counting
+        try:
+            runs.append(_fit_spy(model, dm))
+        finally:
+            type(model.sampler).forward = real_forward
+    n_train = int(dm.train_mask().sum())
+    assert calls == [n_train] * 4  # one vectorised draw per epoch (2 epochs x 2 runs), never one per batch
+    seen = UserItemIndex(dm.data, dm.train_mask())
+    for (e1, a), (e2, b) in zip(*runs):
+        assert e1 == e2 and a["neg_item_id"].shape == (a["item_id"].numel(), 3)  # model.negative_count
+        torch.testing.assert_close(a["neg_item_id"], b["neg_item_id"])  # same seed, same negatives
+        u = a["user_id"].unsqueeze(1).expand_as(a["neg_item_id"])
+        assert not seen.contains(u, a["neg_item_id"]).any()  # exclude_seen holds
+    first = {int(k): v for k, v in zip(runs[0][0][1]["user_id"], runs[0][0][1]["neg_item_id"])}
+    epoch1 = [b for e, b in runs[0] if e == 1][0]
+    assert any(not torch.equal(first.get(int(u), v), v) for u, v in zip(epoch1["user_id"], epoch1["neg_item_id"]))
+
+
+def test_query_dependent_sampler_stays_in_the_training_step(tmp_path):
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=12, batch_size=64)
+    model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5],
+                         loss="sampled_softmax", sampler="cluster_uni", sampler_args={"num_clusters": 4})
+    got = _fit_spy(model, dm, epochs=1, batches=1)
+    assert "neg_item_id" not in got[0][1]
+
+
+def test_negative_count_that_the_pipeline_would_ignore_is_an_error(tmp_path):
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=12, batch_size=64, dataset_sampling_count=2)
+    model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5],
+                         negative_count=4)
+    with pytest.raises(ValueError, match=r"negative_count=4 would not be used.*dataset_sampling_count=4"):
+        _fit_spy(model, dm, epochs=1, batches=1)
+
+
+def test_ctr_training_negatives_are_keyed_not_drawn_from_the_global_rng(tmp_path):
+    dm = synthetic_datamodule(tmp_path, "ctr", users=60, items=40, mean=12, batch_size=64)
+    ds = dm.builder.train("ctr")
+    idx = torch.arange(32)
+    torch.manual_seed(1)
+    a = ds[((3, 0, 5), idx)]
+    torch.manual_seed(2)
+    b = ds[((3, 0, 5), idx)]
+    c = ds[((4, 0, 5), idx)]
+    torch.testing.assert_close(a["item_id"], b["item_id"])
+    assert not torch.equal(a["item_id"][32:], c["item_id"][32:])  # another epoch, other negatives
