@@ -125,9 +125,10 @@ class Timer(pl.Callback):
     def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx):
         c = self.cur
         c["t_last"] = time.perf_counter()
-        c["batches"] += 1
-        c["samples"] += int(batch["user_id"].numel())
-        c["targets"] += int((batch["target_seq"] > 0).sum()) if "target_seq" in batch else int(batch["user_id"].numel())
+        for b in (batch if isinstance(batch, list) else [batch]):  # a list: train.steps_per_call batches
+            c["batches"] += 1
+            c["samples"] += int(b["user_id"].numel())
+            c["targets"] += int((b["target_seq"] > 0).sum()) if "target_seq" in b else int(b["user_id"].numel())
         if self.probe and self.probe_every and trainer.current_epoch == 0 and (batch_idx + 1) % self.probe_every == 0 \
                 and (batch_idx + 1) < trainer.num_training_batches:
             p0 = self.probe_s

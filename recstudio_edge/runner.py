@@ -111,13 +111,13 @@ def build_datamodule(cfg: Dict[str, Any], model_cls) -> RecDataModule:
                                   group_num=int(cfg["data"].get("group_num") or 0) or None,
                                   batch_size=cfg["train"]["batch_size"], eval_batch_size=cfg["eval"]["batch_size"],
                                   seed=int(cfg["seed"]), num_workers=cfg["train"]["num_workers"],
-                                  on_bad_line=cfg["data"]["on_bad_line"])
+                                  on_bad_line=cfg["data"]["on_bad_line"], steps_per_call=cfg["train"]["steps_per_call"])
         dm.prepare_data()
         dm.setup()
         return dm
     dm = RecDataModule(cfg["data"], cfg["data_dir"], model_cls.data_kind, batch_size=cfg["train"]["batch_size"],
                        eval_batch_size=cfg["eval"]["batch_size"], seed=int(cfg["seed"]),
-                       num_workers=cfg["train"]["num_workers"])
+                       num_workers=cfg["train"]["num_workers"], steps_per_call=cfg["train"]["steps_per_call"])
     dm.prepare_data()
     dm.setup()
     return dm

@@ -67,7 +67,9 @@ class BatchDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, idx: torch.Tensor) -> Batch:
+    def __getitem__(self, idx):
+        if isinstance(idx, list):  # a group of batches (train.steps_per_call, GroupedBatchSampler)
+            return [self.make_batch(i) for i in idx]
         return self.make_batch(idx)
 
 
@@ -138,12 +140,40 @@ class EpochKeyedBatchSampler(IndexBatchSampler):
             yield (self.epoch, rank, step), idx
 
 
+class GroupedBatchSampler:
+    """Yields lists of ``steps`` consecutive batches of ``inner`` (the last list may be shorter):
+    ``train.steps_per_call``, several optimiser steps in one Lightning training step. The
+    batches are those ``inner`` yields, in its order; ``set_epoch`` is passed on."""
+
+    def __init__(self, inner: IndexBatchSampler, steps: int):
+        self.inner, self.steps = inner, int(steps)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        group = []
+        for item in self.inner:
+            group.append(item)
+            if len(group) == self.steps:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inner) / self.steps)
+
+
 def make_loader(ds: BatchDataset, batch_size: int, shuffle: bool, seed: int, pad: bool,
-                num_workers: int = 0) -> DataLoader:
+                num_workers: int = 0, steps_per_call: int = 1) -> DataLoader:
     """The one way the data modules build a loader: whole-batch indexing (``batch_size=None``),
-    ``EpochKeyedBatchSampler`` for ``epoch_keyed`` datasets."""
+    ``EpochKeyedBatchSampler`` for ``epoch_keyed`` datasets; with ``steps_per_call > 1`` each
+    item is a list of that many consecutive batches."""
     cls = EpochKeyedBatchSampler if getattr(ds, "epoch_keyed", False) else IndexBatchSampler
     sampler = cls(len(ds), batch_size, shuffle=shuffle, seed=seed, pad=pad)
+    if steps_per_call > 1:
+        sampler = GroupedBatchSampler(sampler, steps_per_call)
     return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=num_workers,
                       persistent_workers=num_workers > 0)
 

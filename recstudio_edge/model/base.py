@@ -92,17 +92,31 @@ class Recommender(pl.LightningModule):
         return OPTIMIZERS[self.optimizer_name](params, **kwargs)
 
     def training_step(self, batch, batch_idx):
+        if isinstance(batch, list):  # train.steps_per_call: consecutive batches, one optimiser step each
+            return self._steps(batch, batch_idx)
         loss = self.compute_loss(batch)
         self._log_train_loss(loss, batch_idx, batch["user_id"].numel())
         if self.automatic_optimization:
             return loss
-        # Lightning's manual optimisation (see ``on_fit_start``): the same zero_grad, backward
-        # and step, through the strategy and precision plugin, without the automatic loop's closure
+        return self._steps([batch], batch_idx, loss)
+
+    def _steps(self, batches, batch_idx, first_loss=None):
+        """Lightning's manual optimisation (see ``on_fit_start``): for each batch the same zero_grad,
+        backward and step as the automatic loop, through the strategy and precision plugin,
+        without its closure; several batches when the loader groups them (``train.steps_per_call``)."""
         opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
-        return loss.detach()
+        total, rows = 0.0, 0
+        for i, b in enumerate(batches):
+            loss = first_loss if (i == 0 and first_loss is not None) else self.compute_loss(b)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt.step()
+            n = b["user_id"].numel()
+            total, rows = total + loss.detach() * n, rows + n
+        mean = total / rows
+        if first_loss is None:  # grouped: the call's sample-weighted mean loss
+            self._log_train_loss(mean, batch_idx, rows)
+        return mean
 
     # hooks that only Lightning's automatic optimisation loop calls
     _AUTOMATIC_ONLY_HOOKS = ("optimizer_step", "optimizer_zero_grad", "on_before_zero_grad",
@@ -135,6 +149,12 @@ class Recommender(pl.LightningModule):
             # (a subclass that chose manual optimisation itself keeps it)
             self._chose_manual = self._manual_step_fits()
             self.automatic_optimization = not self._chose_manual
+        # train.steps_per_call > 1 (grouped batches) also needs no per-batch hook in the model:
+        # on_train_batch_start/end then see each call once (callbacks too: docs/extending.md)
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        self.accepts_grouped_steps = bool(getattr(self, "_chose_manual", False)) and not any(
+            is_overridden(h, self, parent=pl.LightningModule) for h in ("on_train_batch_start", "on_train_batch_end"))
 
     def _log_train_loss(self, loss: torch.Tensor, batch_idx: int, n: int) -> None:
         """``train/loss_step`` every ``log_every_n_steps`` steps (what the logger writes anyway; the

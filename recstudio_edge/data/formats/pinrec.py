@@ -343,10 +343,12 @@ class SampleFileDataModule(_Base):
     """Batches from PINRec sample files, split by file (see the module docstring)."""
 
     def __init__(self, source, max_seq_len: int = 50, group_num: Optional[int] = None, batch_size: int = 2048,
-                 eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, on_bad_line: str = "error"):
+                 eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, on_bad_line: str = "error",
+                 steps_per_call: int = 1):
         super().__init__()
         self.paths = _split_paths(source)
         self.max_seq_len, self.seed, self.num_workers = int(max_seq_len), int(seed), int(num_workers)
+        self.steps_per_call = max(1, int(steps_per_call))
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.on_bad_line = on_bad_line
         self._given_groups = group_num
@@ -382,10 +384,10 @@ class SampleFileDataModule(_Base):
         s = self.samples[stage]
         return BatchDataset(len(s), s.batch)
 
-    def _loader(self, stage: str, batch_size: int, shuffle: bool, pad: bool):
+    def _loader(self, stage: str, batch_size: int, shuffle: bool, pad: bool, steps: int = 1):
         from ..dataset import make_loader
 
-        return make_loader(self.eval_dataset(stage), batch_size, shuffle, self.seed, pad, self.num_workers)
+        return make_loader(self.eval_dataset(stage), batch_size, shuffle, self.seed, pad, self.num_workers, steps)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         from ..datamodule import transfer_flat_batch
@@ -393,7 +395,9 @@ class SampleFileDataModule(_Base):
         return transfer_flat_batch(batch, device, dataloader_idx, super().transfer_batch_to_device)
 
     def train_dataloader(self):
-        return self._loader("train", self.batch_size, True, True)
+        from ..datamodule import steps_per_call
+
+        return self._loader("train", self.batch_size, True, True, steps_per_call(self, self.steps_per_call))
 
     def val_dataloader(self):
         return self._loader("valid", self.eval_batch_size, False, False)

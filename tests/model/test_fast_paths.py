@@ -1,4 +1,5 @@
-"""The fused BPR-MF kernel and Lightning's manual-optimisation step: same numbers as the generic paths."""
+"""The training fast paths give the generic paths' numbers: the fused BPR-MF kernel, Lightning's
+manual-optimisation step, and several optimiser steps per Lightning step (``train.steps_per_call``)."""
 from __future__ import annotations
 
 import copy
@@ -124,3 +125,45 @@ def test_gradient_clipping_keeps_the_automatic_loop(tmp_path):
     _fit(model, dm, gradient_clip_val=0.5, callbacks=[Mode()])  # Lightning refuses clipping in manual mode
     assert modes == [True] * 3
     assert not torch.equal(before, model.user_emb.weight)
+
+
+def _grouped_fit(tmp_path, model_name, steps_per_call, batches, **kw):
+    from tests.conftest import synthetic_datamodule
+    from recstudio_edge.data.datamodule import RecDataModule
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=16)
+    dm.steps_per_call = steps_per_call
+    torch.manual_seed(0)
+    model = create_model(model_name, num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5], **kw)
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen.append(len(batch) if isinstance(batch, list) else 1)
+
+    trainer = _fit(model, dm, steps=batches, callbacks=[Spy()])
+    assert isinstance(dm, RecDataModule)
+    return model, trainer, seen
+
+
+def test_steps_per_call_takes_the_same_optimiser_steps(tmp_path):
+    one, t1, seen1 = _grouped_fit(tmp_path / "a", "BPR", 1, 8)
+    four, t4, seen4 = _grouped_fit(tmp_path / "b", "BPR", 4, 2)  # 2 calls of 4 batches = the same 8 batches
+    assert seen1 == [1] * 8 and seen4 == [4, 4]
+    assert t1.global_step == t4.global_step == 8  # optimiser steps, whatever the grouping
+    for p, r in zip(one.parameters(), four.parameters()):
+        torch.testing.assert_close(p, r)
+
+
+def test_steps_per_call_falls_back_to_one_for_a_model_with_per_batch_hooks(tmp_path):
+    # CML clips its embeddings in on_train_batch_end, after every optimiser step
+    model, trainer, seen = _grouped_fit(tmp_path, "CML", 4, 3)
+    assert seen == [1, 1, 1] and trainer.global_step == 3
+    assert model.user_emb.weight.norm(dim=1).max() <= 1 + 1e-5  # clipped after each step, as without grouping
+
+
+def test_steps_per_call_must_be_positive(tmp_path):
+    from recstudio_edge.data.datamodule import RecDataModule
+
+    with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
+        RecDataModule({"name": "synthetic"}, tmp_path, "mf", steps_per_call=0)
