@@ -4,7 +4,7 @@ On a CPU a BPR-MF step is small tensor work (a 2048 x 64 batch): most of its tim
 per-node cost of the autograd graph (three embedding lookups, the scores, the loss, their
 backward nodes, two gradient accumulations into the item table), not to arithmetic. Writing
 the forward and the analytic backward of the whole loss as one ``torch.autograd.Function``
-removes that cost (ml-1m, 1 thread: ~2.9 -> ~2.1 ms per step with Adam; docs/benchmarks.md),
+removes that cost (ml-1m-sized tables, 1 thread: ~2.9 -> ~2.1 ms per step with Adam),
 in the spirit of FBGEMM's fused embedding kernels, without a compiler at install time. The
 value and both gradients equal autograd's to float rounding (tests/model/test_fused.py).
 """
