@@ -180,6 +180,9 @@ def render(res, seq_ds):
         ours, peer = d.get("ours"), d.get("peer") or {}
         if not ours:
             continue
+        if not ours["cold_s"] or not ours["cached_s"]:  # the worker failed (e.g. no data): its log says why
+            rows.append([f"parse+split {name}", "failed (see ours_parse_*.log)", "-", "-", "-"])
+            continue
         cold, cached = min(ours["cold_s"] or [float("nan")]), min(ours["cached_s"] or [float("nan")])
         pt = peer.get("total_s")
         rows.append([f"parse+split {name}, cold (cache off)", f"{cold:.2f} s (runs: {', '.join(f'{x:.2f}' for x in ours['cold_s'])})",
