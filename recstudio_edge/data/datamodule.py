@@ -135,6 +135,7 @@ class RecDataModule(pl.LightningDataModule):
         self.steps_per_call = int(steps_per_call)
         self.data: Optional[Interactions] = None
         self._train: Optional[BatchDataset] = None
+        self._train_sampler = None  # with pipeline negatives: the loader's sampler, which the dataset follows
         # data.dataset_sampling_count: negatives drawn by the data pipeline with the model's sampler
         self.dataset_sampling_count = int(self.cfg.get("dataset_sampling_count") or 0)
         self._neg_sampler, self._neg_count = None, 0
@@ -176,8 +177,9 @@ class RecDataModule(pl.LightningDataModule):
         return UserItemIndex(self.data, self.train_mask()).keys
 
     # loaders ------------------------------------------------------------------------------
-    def _loader(self, ds: BatchDataset, batch_size: int, shuffle: bool, pad: bool, steps: int = 1) -> DataLoader:
-        return make_loader(ds, batch_size, shuffle, self.seed, pad, self.num_workers, steps)
+    def _loader(self, ds: BatchDataset, batch_size: int, shuffle: bool, pad: bool, steps: int = 1,
+                sampler=None) -> DataLoader:
+        return make_loader(ds, batch_size, shuffle, self.seed, pad, self.num_workers, steps, sampler)
 
     def set_negative_sampler(self, sampler, count: Optional[int] = None) -> None:
         """The model hands over a CPU copy of its static sampler; every training batch then carries
@@ -196,16 +198,18 @@ class RecDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
-            self._train = self.builder.train(self.kind)
+            self._train, self._train_sampler = self.builder.train(self.kind), None
             if self._neg_sampler is not None and self._neg_count:
-                from .dataset import IndexBatchSampler, with_negatives
+                from .dataset import EpochKeyedBatchSampler, with_negatives
 
-                # the training loader's batch order (same arguments as its sampler below): mf batches
-                # become slices of per-epoch tables
-                order = IndexBatchSampler(len(self._train), self.batch_size, shuffle=True, seed=self.seed, pad=True)
-                self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed, order)
+                # one sampler for the loader and the dataset: mf batches become slices of per-epoch
+                # tables laid out in its batch order
+                self._train_sampler = EpochKeyedBatchSampler(len(self._train), self.batch_size, shuffle=True,
+                                                             seed=self.seed, pad=True)
+                self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed,
+                                             self._train_sampler)
         return self._loader(self._train, self.batch_size, shuffle=True, pad=True,
-                            steps=steps_per_call(self, self.steps_per_call))
+                            steps=steps_per_call(self, self.steps_per_call), sampler=self._train_sampler)
 
     def eval_dataset(self, stage: str) -> BatchDataset:
         if stage not in self._eval:

@@ -166,12 +166,15 @@ class GroupedBatchSampler:
 
 
 def make_loader(ds: BatchDataset, batch_size: int, shuffle: bool, seed: int, pad: bool,
-                num_workers: int = 0, steps_per_call: int = 1) -> DataLoader:
+                num_workers: int = 0, steps_per_call: int = 1,
+                sampler: Optional[IndexBatchSampler] = None) -> DataLoader:
     """The one way the data modules build a loader: whole-batch indexing (``batch_size=None``),
-    ``EpochKeyedBatchSampler`` for ``epoch_keyed`` datasets; with ``steps_per_call > 1`` each
-    item is a list of that many consecutive batches."""
-    cls = EpochKeyedBatchSampler if getattr(ds, "epoch_keyed", False) else IndexBatchSampler
-    sampler = cls(len(ds), batch_size, shuffle=shuffle, seed=seed, pad=pad)
+    ``EpochKeyedBatchSampler`` for ``epoch_keyed`` datasets (or ``sampler``, one the dataset
+    already follows: ``with_negatives``); with ``steps_per_call > 1`` each item is a list of that
+    many consecutive batches."""
+    if sampler is None:
+        cls = EpochKeyedBatchSampler if getattr(ds, "epoch_keyed", False) else IndexBatchSampler
+        sampler = cls(len(ds), batch_size, shuffle=shuffle, seed=seed, pad=pad)
     if steps_per_call > 1:
         sampler = GroupedBatchSampler(sampler, steps_per_call)
     return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=num_workers,
@@ -190,11 +193,11 @@ def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0,
 
     For ``mf`` data (one positive per row) the negatives of every row are drawn at once at the
     first batch of each epoch (as RecBole's data loader does), keyed by ``(seed, epoch, rank)``,
-    and batches take their rows' share: one vectorised draw instead of one per batch, a quarter
-    of the time (with ``exclude_seen``). Given ``batches``, the sampler whose batch order the
-    loader follows (same size, batch size, shuffle, seed and padding), every field is laid out
-    in that epoch's batch order once, and batch ``step`` is a slice (views, no gathers); a batch
-    whose ids are not that slice (one built by hand) draws its own. Otherwise, or beyond
+    and batches take their rows' share: one vectorised draw instead of one per batch, a third
+    of the time (with ``exclude_seen``). Given ``batches``, the ``EpochKeyedBatchSampler`` the
+    loader iterates (``make_loader(..., sampler=batches)``), every field is laid out in that
+    epoch's batch order once, and batch ``step`` is a slice (views, no gathers); a batch whose
+    ids are not that slice (one built by hand) draws its own. Otherwise, or beyond
     ``EPOCH_DRAW_LIMIT`` ids, each batch draws its own, keyed by ``(seed, epoch, rank, step)``
     (``batch_generator``)."""
     inner_keyed = getattr(ds, "epoch_keyed", False)
@@ -220,17 +223,17 @@ def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0,
         return drawn["table"]
 
     def make(key):
-        g, idx = batch_generator(seed, key, salt=1)  # salt: not the inner dataset's stream
-        if whole is not None:
-            (epoch, rank, step), _ = key if isinstance(key, tuple) else ((0, 0, 0), idx)
+        (epoch, rank, step), idx = key if isinstance(key, tuple) else ((0, 0, 0), key)
+        if whole is not None and batches is None:
             t = epoch_table(int(epoch), int(rank))
-            rows, n = drawn["rows"], idx.numel()
-            if rows is None:
-                return {k: v.index_select(0, idx) for k, v in t.items()}
-            start = int(step) * batches.batch_size
+            return {k: v.index_select(0, idx) for k, v in t.items()}
+        if whole is not None and isinstance(key, tuple):
+            t, n = epoch_table(int(epoch), int(rank)), idx.numel()
+            rows, start = drawn["rows"], int(step) * batches.batch_size
             if n and start + n <= rows.numel() and torch.equal(rows[start:start + n], idx):
                 return {k: v[start:start + n] for k, v in t.items()}  # the loader's own batch: a slice
-            # any other ids (a batch built by hand): drawn for this batch, below
+        # seq data, or ids that are not the loader's batch (built by hand): drawn for this batch
+        g, _ = batch_generator(seed, key, salt=1)  # salt: not the inner dataset's stream
         b = ds.make_batch(key if inner_keyed else idx)
         pos = b["target_seq"] if "target_seq" in b else b["item_id"]
         with torch.no_grad():

@@ -92,30 +92,28 @@ class Recommender(pl.LightningModule):
         return OPTIMIZERS[self.optimizer_name](params, **kwargs)
 
     def training_step(self, batch, batch_idx):
-        if isinstance(batch, list):  # train.steps_per_call: consecutive batches, one optimiser step each
-            return self._steps(batch, batch_idx)
-        loss = self.compute_loss(batch)
-        self._log_train_loss(loss, batch_idx, batch["user_id"].numel())
         if self.automatic_optimization:
+            loss = self.compute_loss(batch)
+            self._log_train_loss(loss, batch_idx, batch["user_id"].numel())
             return loss
-        return self._steps([batch], batch_idx, loss)
-
-    def _steps(self, batches, batch_idx, first_loss=None):
-        """Lightning's manual optimisation (see ``on_fit_start``): for each batch the same zero_grad,
-        backward and step as the automatic loop, through the strategy and precision plugin,
-        without its closure; several batches when the loader groups them (``train.steps_per_call``)."""
+        # Lightning's manual optimisation (see ``on_fit_start``): for each batch the same zero_grad,
+        # backward and step as the automatic loop, through the strategy and precision plugin, without
+        # its closure; a list of consecutive batches when the loader groups them (train.steps_per_call)
         opt = self.optimizers()
-        total, rows = 0.0, 0
-        for i, b in enumerate(batches):
-            loss = first_loss if (i == 0 and first_loss is not None) else self.compute_loss(b)
+        losses, sizes = [], []
+        for b in (batch if isinstance(batch, list) else [batch]):
+            loss = self.compute_loss(b)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt.step()
-            n = b["user_id"].numel()
-            total, rows = total + loss.detach() * n, rows + n
-        mean = total / rows
-        if first_loss is None:  # grouped: the call's sample-weighted mean loss
-            self._log_train_loss(mean, batch_idx, rows)
+            losses.append(loss.detach())
+            sizes.append(b["user_id"].numel())
+        if len(losses) == 1:
+            mean, rows = losses[0], sizes[0]
+        else:  # the call's sample-weighted mean loss
+            rows = sum(sizes)
+            mean = sum(l * n for l, n in zip(losses, sizes)) / rows
+        self._log_train_loss(mean, batch_idx, rows)
         return mean
 
     # hooks that only Lightning's automatic optimisation loop calls

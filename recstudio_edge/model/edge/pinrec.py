@@ -55,7 +55,8 @@ from torch import nn
 from ...evaluation.metrics import PointwiseAccumulator, auc, gauc, logloss
 from ...edge.modules import EdgeStages, Probability
 from ...registry import did_you_mean, register_model
-from ..layers import MLP, FastDropout, GRUEncoder, TargetAttention, TransformerBlock, causal_padding_mask
+from ..layers import (MLP, FastDropout, GRUEncoder, TargetAttention, TransformerBlock, causal_padding_mask,
+                      right_aligned_positions, run_blocks)
 from ..towers import TowerFree
 
 TRUNKS = ("DIN", "SASRec", "GRU4Rec")
@@ -213,15 +214,10 @@ class SASRecAggregator(nn.Module):
         self.last_ln = nn.LayerNorm(dim, eps=1e-8)
 
     def forward(self, target, history, seq):
-        L = seq.size(1)
-        if L > self.max_seq_len:  # shape check: a constant for the exporter
-            raise ValueError(f"sequence length {L} exceeds max_seq_len {self.max_seq_len}")
-        pos = torch.arange(self.max_seq_len - L, self.max_seq_len, device=seq.device)
+        pos = right_aligned_positions(seq, self.max_seq_len)
         keep = (seq != 0).unsqueeze(-1)
         x = self.drop(history + self.pos_emb(pos).unsqueeze(0)) * keep
-        mask = causal_padding_mask(seq)
-        for block in self.blocks:
-            x = block(x, mask) * keep
+        x = run_blocks(self.blocks, x, causal_padding_mask(seq), keep)
         return self.last_ln(x[:, -1]) * keep[:, -1]  # empty history -> zeros
 
 

@@ -2,6 +2,7 @@
 from .attention import TargetAttention, causal_padding_mask, padding_mask
 from .dropout import FastDropout, fast_dropout
 from .mlp import MLP
-from .sequence import GRUEncoder, TransformerBlock
+from .sequence import GRUEncoder, TransformerBlock, right_aligned_positions, run_blocks
 
-__all__ = ["FastDropout", "fast_dropout", "MLP", "TargetAttention", "causal_padding_mask", "padding_mask", "GRUEncoder", "TransformerBlock"]
+__all__ = ["FastDropout", "fast_dropout", "MLP", "TargetAttention", "causal_padding_mask", "padding_mask", "GRUEncoder", "TransformerBlock",
+           "right_aligned_positions", "run_blocks"]

@@ -10,6 +10,25 @@ from torch import nn
 from .dropout import FastDropout, fast_dropout
 
 
+def right_aligned_positions(seq: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Position ids ``[L]`` for a left-padded ``seq [B, L]``: the latest item is always position
+    ``max_len - 1``, as in training; a sequence longer than the table is an error (a constant
+    shape check for the ONNX exporters)."""
+    L = seq.size(1)
+    if L > max_len:
+        raise ValueError(f"sequence length {L} exceeds max_seq_len {max_len}")
+    return torch.arange(max_len - L, max_len, device=seq.device)
+
+
+def run_blocks(blocks, x: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor, last_only: bool = False):
+    """``x [B, L, D]`` through the transformer ``blocks``, padded positions (``keep [B, L, 1]`` false)
+    zeroed after each; with ``last_only`` the final block computes only the last position."""
+    for i, block in enumerate(blocks):
+        last = last_only and i == len(blocks) - 1
+        x = block(x, mask, last_only=last) * (keep[:, -1:] if last else keep)
+    return x
+
+
 class TransformerBlock(nn.Module):
     """SASRec block (Kang & McAuley 2018, official code's order): ``Q = LN(x)``,
     ``x = Q + MHA(Q, x, x | causal)``, then ``x = x + FFN(LN(x))`` with dropout."""

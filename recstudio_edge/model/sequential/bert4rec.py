@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...registry import register_model
-from ..layers import FastDropout, TransformerBlock, padding_mask
+from ..layers import FastDropout, TransformerBlock, padding_mask, right_aligned_positions, run_blocks
 from ..towers import ItemTower
 
 
@@ -49,17 +49,10 @@ class BERT4Rec(ItemTower):
     def query_all(self, batch, last_only: bool = False):
         """``[B, L, D]``: every position sees every real position of the (masked) sequence."""
         seq = batch["seq"]
-        L = seq.size(1)
-        if L > self.max_seq_len:
-            raise ValueError(f"sequence length {L} exceeds max_seq_len {self.max_seq_len}")
-        pos = torch.arange(self.max_seq_len - L, self.max_seq_len, device=seq.device)  # right-aligned
+        pos = right_aligned_positions(seq, self.max_seq_len)
         keep = (seq != 0).unsqueeze(-1)
         x = self.drop(self.emb_ln(self.item_emb(seq) + self.pos_emb(pos).unsqueeze(0))) * keep
-        mask = padding_mask(seq)
-        for i, block in enumerate(self.blocks):
-            last = last_only and i == len(self.blocks) - 1
-            x = block(x, mask, last_only=last) * (keep[:, -1:] if last else keep)
-        return self.head(self.last_ln(x))
+        return self.head(self.last_ln(run_blocks(self.blocks, x, padding_mask(seq), keep, last_only)))
 
     def query(self, batch):
         """The query at the last position: the mask token that ``mlm`` evaluation batches append.

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...registry import register_model
-from ..layers import FastDropout, TransformerBlock, causal_padding_mask
+from ..layers import FastDropout, TransformerBlock, causal_padding_mask, right_aligned_positions, run_blocks
 from ..towers import ItemTower
 
 
@@ -39,18 +39,11 @@ class SASRec(ItemTower):
 
     def query_all(self, batch, last_only: bool = False):
         seq = batch["seq"]
-        L = seq.size(1)
-        if L > self.max_seq_len:
-            raise ValueError(f"sequence length {L} exceeds max_seq_len {self.max_seq_len}")
-        pos = torch.arange(self.max_seq_len - L, self.max_seq_len, device=seq.device)
+        pos = right_aligned_positions(seq, self.max_seq_len)
         keep = (seq != 0).unsqueeze(-1)
         x = self.item_emb(seq) * self.scale + self.pos_emb(pos).unsqueeze(0)
         x = self.drop(x) * keep
-        mask = causal_padding_mask(seq)
-        for i, block in enumerate(self.blocks):
-            last = last_only and i == len(self.blocks) - 1
-            x = block(x, mask, last_only=last) * (keep[:, -1:] if last else keep)
-        return self.last_ln(x)
+        return self.last_ln(run_blocks(self.blocks, x, causal_padding_mask(seq), keep, last_only))
 
     def query(self, batch):
         """The next-item query after the latest item (left padding: the last position)."""
