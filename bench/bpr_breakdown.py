@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 def build(data_dir, threads):
     from recstudio_edge import runner
     from recstudio_edge.config import build_config
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
 
     torch.set_num_threads(threads)
     cls = get_model_class("BPR")

@@ -62,7 +62,8 @@ def timeit(f, n):
 
 def model_kwargs(name: str):
     from recstudio_edge.config import find_named_config, load_yaml
-    from recstudio_edge.registry import constructor_params, get_model_class
+    from recstudio_edge.model import get_model_class
+    from recstudio_edge.registry import constructor_params
 
     path = find_named_config("model", name)
     given = dict((load_yaml(path).get("model") or {}) if path else {})
@@ -72,8 +73,7 @@ def model_kwargs(name: str):
 
 def edge_models():
     """(label, model) for every registered model with an on-device part, plus PINRec's other trunks."""
-    import recstudio_edge.model  # noqa: F401  (registers the models)
-    from recstudio_edge.registry import create_model, get_model_class, list_models
+    from recstudio_edge.model import create_model, get_model_class, list_models
 
     out = []
     for name in list_models():
@@ -172,7 +172,7 @@ def accuracy_tables(work: Path, quick: bool, cut: str, trace_spec):
     from recstudio_edge.edge.runtime import EdgePredictor
     from recstudio_edge.edge.split import (BandwidthTrace, CodecProfile, SplitController, SplitPipeline,
                                            codec_accuracy, export_split, make_codec)
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
     from recstudio_edge.runner import build_datamodule, build_model, load_weights
 
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ SPLITS = {"ro": {"data.split.mode": "user_entry"}, "loo": {"data.split.mode": "l
 
 def ranking_models():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from recstudio_edge.registry import get_model_class, list_models
+    from recstudio_edge.model import get_model_class, list_models
 
     return [m for m in list_models() if get_model_class(m).eval_kind == "ranking"]
 

@@ -46,7 +46,7 @@ def base_overrides(spec):
 def task_parse(spec):
     from recstudio_edge.config import build_config
     from recstudio_edge.data.datamodule import RecDataModule, load_interactions
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
 
     cls = get_model_class(spec["model"])
     cfg = build_config(cls.registry_name, spec["dataset"], None, base_overrides(spec), cls)
@@ -224,7 +224,7 @@ def task_train(spec):
         patch_bpr_unseen_negatives()
     import recstudio_edge.runner as runner
     from recstudio_edge.config import build_config
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
 
     cls = get_model_class(spec["model"])
     over = base_overrides(spec)

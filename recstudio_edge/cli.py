@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .config import CONFIG_DIR, ConfigError, build_config, load_yaml
 from .data.errors import DataError
-from .registry import did_you_mean, get_model_class, list_models
+from .model import get_model_class, list_models
+from .names import did_you_mean
 
 USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer|export]
                      [--mode=light|detail|tune] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]

@@ -15,7 +15,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
-from .registry import constructor_params, did_you_mean
+from .names import did_you_mean
+from .registry import constructor_params
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # mappings whose keys are free-form (checked by the code that reads them)

@@ -4,29 +4,17 @@ timm's pattern: a decorator registers a class under its name, ``create(name, **k
 binds keyword arguments to the constructor's signature so that a typo fails loudly with
 the closest known name, and ``names()`` feeds the parametrised tests.
 Names are matched case-insensitively (``-m=sasrec`` finds ``SASRec``).
+
+This module imports no model: a model registers itself when its file is imported, and
+``recstudio_edge.model`` (``list_models``, ``create_model``, ``get_model_class``) imports every
+model file first. The name matching lives in ``recstudio_edge.names``.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
-from typing import Any, Callable, Dict, Iterable, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Type
 
-
-def closest(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:
-    """The candidates closest to ``name`` (case-insensitive), best first."""
-    cands = list(candidates)
-    lower = {c.lower(): c for c in cands}
-    hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.5)
-    return [lower[h] for h in hits]
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """A ``did you mean ...?`` phrase, or the list of known names when nothing is close."""
-    cands = sorted(candidates)
-    near = closest(name, cands)
-    if near:
-        return "did you mean " + " or ".join(repr(c) for c in near) + "?"
-    return "known: " + ", ".join(cands)
+from .names import did_you_mean
 
 
 class Registry:
@@ -102,20 +90,3 @@ register_loss = LOSSES.register
 register_scorer = SCORERS.register
 register_sampler = SAMPLERS.register
 
-
-def list_models() -> List[str]:
-    from . import model  # noqa: F401  (importing the package registers every model)
-
-    return MODELS.names()
-
-
-def create_model(name: str, **kwargs: Any):
-    from . import model  # noqa: F401
-
-    return MODELS.create(name, **kwargs)
-
-
-def get_model_class(name: str) -> Type:
-    from . import model  # noqa: F401
-
-    return MODELS.get(name)

@@ -93,7 +93,7 @@ def resolve_val_metric(cfg: Dict[str, Any], model_cls) -> str:
     else:
         known = ["auc", "gauc", "logloss"]
     if vm not in known:
-        from .registry import did_you_mean
+        from .names import did_you_mean
 
         raise ConfigError(f"eval.val_metric {vm!r} is not computed for {model_cls.__name__}: "
                           f"{did_you_mean(vm, known)}")

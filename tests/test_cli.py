@@ -30,7 +30,7 @@ def test_default_run_writes_the_run_folder(run_cli):
     assert "state_dict" in state
     # the saved config repeats the run: --config=<run>/config.yaml is accepted as is
     from recstudio_edge.config import build_config
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
 
     cfg = build_config("BPR", None, str(run / "config.yaml"), {}, get_model_class("BPR"))
     assert cfg["epochs"] == 2
@@ -138,7 +138,7 @@ def test_pinrec_trains_from_its_sample_files(run_cli, tmp_path):
     """Data moves both ways: our samples written in PINRec's ';' format train PINRec through run.py."""
     from recstudio_edge.data.formats.pinrec import convert
     from recstudio_edge.config import build_config
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
 
     cfg = build_config("PINRec", None, None, {"data.generator.num_users": "300", "data.generator.num_items": "200",
                                                "data.generator.mean_per_user": "30"}, get_model_class("PINRec"))

@@ -5,7 +5,7 @@ import pytest
 
 from recstudio_edge.cli import main, parse_argv
 from recstudio_edge.config import ConfigError, build_config
-from recstudio_edge.registry import get_model_class
+from recstudio_edge.model import get_model_class
 
 
 def cfg_for(model="BPR", dataset=None, config=None, **over):

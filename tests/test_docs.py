@@ -51,7 +51,8 @@ def test_marked_blocks_are_found():
 @pytest.fixture()
 def doc_models():
     """Execute the python examples of extending.md; unregister their models afterwards."""
-    from recstudio_edge.registry import MODELS, list_models
+    from recstudio_edge.model import list_models
+    from recstudio_edge.registry import MODELS
 
     list_models()  # import the zoo first, as the command line does
     blocks = marked_blocks(DOCS / "extending.md")

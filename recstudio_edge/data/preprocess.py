@@ -115,7 +115,7 @@ def split_codes(user: np.ndarray, time_rank: np.ndarray, mode: str, ratios: Sequ
     rng = np.random.default_rng(seed)
     codes = np.zeros(n, dtype=np.uint8)
     if mode not in SPLIT_MODES:
-        from ..registry import did_you_mean
+        from ..names import did_you_mean
 
         raise ValueError(f"unknown split mode {mode!r}: {did_you_mean(mode, SPLIT_MODES)}")
     if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-6 or min(ratios) < 0:

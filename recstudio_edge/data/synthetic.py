@@ -91,7 +91,7 @@ def write_atomic(directory: Path, name: str, **params) -> Path:
     """Generate with ``params`` (defaults in ``DEFAULTS``) and write atomic files; return the folder."""
     unknown = set(params) - set(DEFAULTS)
     if unknown:
-        from ..registry import did_you_mean
+        from ..names import did_you_mean
 
         key = sorted(unknown)[0]
         raise KeyError(f"unknown generator parameter {key!r}: {did_you_mean(key, DEFAULTS)}")

@@ -156,7 +156,7 @@ def _torch_export(module, args, input_names, output_names, tmp: Path, dynamic_ax
     only (TorchScript is about 50x faster to export small models: the tests use it).
     Returns ``(exporter used, why dynamo was not)``."""
     if exporter not in EXPORTERS:
-        from ..registry import did_you_mean
+        from ..names import did_you_mean
 
         raise OnnxExportError(f"unknown exporter {exporter!r}: {did_you_mean(exporter, EXPORTERS)}")
     errors = []

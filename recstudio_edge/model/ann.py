@@ -45,7 +45,7 @@ class AnnIndex:
     """A faiss index over item vectors; ``search`` returns masked top-k as torch tensors."""
 
     def __init__(self, spec: Dict, metric: Optional[str], scorer_name: str = "?"):
-        from ..registry import did_you_mean
+        from ..names import did_you_mean
 
         if isinstance(spec, str):
             spec = {"index": spec}

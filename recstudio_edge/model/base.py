@@ -35,7 +35,7 @@ class Recommender(pl.LightningModule):
                  mask_history: bool = True, max_seq_len: int = 50):
         super().__init__()
         if optimizer.lower() not in OPTIMIZERS:
-            from ..registry import did_you_mean
+            from ..names import did_you_mean
 
             raise ValueError(f"unknown optimizer {optimizer!r}: {did_you_mean(optimizer, OPTIMIZERS)}")
         self.num_users, self.num_items = int(num_users), int(num_items)

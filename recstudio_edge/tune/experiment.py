@@ -90,7 +90,7 @@ def positive_int(cfg: Dict[str, Any], key: str) -> int:
 def tuner_name(value: Any) -> str:
     key = str(value or "TPE").replace("_", "").replace("-", "").lower()
     if key not in TUNERS:
-        from ..registry import did_you_mean
+        from ..names import did_you_mean
 
         raise ConfigError(f"--tuner={value}: {did_you_mean(str(value), TUNERS.values())}")
     return TUNERS[key]

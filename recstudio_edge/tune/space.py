@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ..config import CONFIG_DIR, ConfigError, leaves, load_yaml, parse_value, resolve_key, set_dotted, validate
-from ..registry import constructor_params, did_you_mean
+from ..names import did_you_mean
+from ..registry import constructor_params
 
 # NNI's distributions and the length of their ``_value`` list
 ARITY = {"choice": None, "randint": 2, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,

@@ -123,7 +123,7 @@ def test_model_export_failure_leaves_no_file_or_sidecar(tmp_path):
 
 
 def test_a_model_without_an_edge_part_is_refused(tmp_path):
-    from recstudio_edge.registry import create_model
+    from recstudio_edge.model import create_model
 
     with pytest.raises(OnnxExportError, match="BPR has no on-device part"):
         export_edge_models(create_model("BPR", num_users=5, num_items=30), tmp_path)

@@ -6,7 +6,7 @@ import faiss  # noqa: F401 - a requirement (requirements.txt): a missing faiss f
 import pytest
 import torch
 
-from recstudio_edge.registry import create_model
+from recstudio_edge.model import create_model
 from tests.conftest import synthetic_datamodule
 
 NU, NI, D = 64, 400, 16
@@ -146,7 +146,7 @@ def test_bad_ann_settings_are_errors():
 
 def test_ann_key_from_the_command_line_reaches_the_model():
     from recstudio_edge.config import build_config
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
     from recstudio_edge.runner import build_model
 
     class DM:

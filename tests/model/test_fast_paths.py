@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.model.fused import bpr_mf_loss
-from recstudio_edge.registry import create_model
+from recstudio_edge.model import create_model
 
 
 def _tables(seed=0, users=40, items=30, dim=8):

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recstudio_edge.registry import LOSSES, SCORERS, create_model
+from recstudio_edge.model import create_model
+from recstudio_edge.registry import LOSSES, SCORERS
 from tests.conftest import assert_beats_popularity
 
 # 5 users (ids 1..4, 0 is padding), 5 items (ids 1..4): a tiny training matrix

@@ -36,7 +36,7 @@ def test_din_beats_popularity_auc(run_cli):
     from recstudio_edge.evaluation.metrics import auc
     from recstudio_edge.data.datamodule import RecDataModule
     from recstudio_edge.config import build_config
-    from recstudio_edge.registry import get_model_class
+    from recstudio_edge.model import get_model_class
 
     res, run = run_cli("-m=DIN", "--epochs=8", "--lr=0.003", "--train.batch_size=256",
                        "--trainer.enable_progress_bar=false", "--data.generator.num_users=1000",

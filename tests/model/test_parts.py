@@ -35,7 +35,7 @@ def test_losses_by_hand():
 
 
 def test_full_softmax_tower_never_scores_padding():
-    from recstudio_edge.registry import create_model
+    from recstudio_edge.model import create_model
 
     torch.manual_seed(0)
     m = create_model("SASRec", num_users=3, num_items=4, embed_dim=4, num_heads=1, max_seq_len=3, topk=[2])

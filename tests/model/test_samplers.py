@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recstudio_edge.registry import SAMPLERS, create_model, get_model_class, list_models
+from recstudio_edge.model import create_model, get_model_class, list_models
+from recstudio_edge.registry import SAMPLERS
 from tests.conftest import synthetic_datamodule
 
 DYNAMIC = ["midx_uni", "midx_pop", "cluster_uni", "cluster_pop"]

@@ -6,7 +6,7 @@ real ml-1m training sat at popularity level for the first epochs. Both tables no
 """
 import torch
 
-from recstudio_edge.registry import create_model
+from recstudio_edge.model import create_model
 
 
 def _queries(model, seqs):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from recstudio_edge.data.datamodule import RecDataModule
 from recstudio_edge.data.preprocess import TRAIN
-from recstudio_edge.registry import create_model
+from recstudio_edge.model import create_model
 from tests.conftest import assert_beats_popularity
 
 L = 30

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from recstudio_edge.registry import create_model, get_model_class, list_models
+from recstudio_edge.model import create_model, get_model_class, list_models
 from recstudio_edge.data.datamodule import RecDataModule
 
 DATA = {"name": "synthetic", "format": "auto", "generator": {"num_users": 120, "num_items": 80,

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from recstudio_edge.config import ConfigError, build_config
-from recstudio_edge.registry import get_model_class
+from recstudio_edge.model import get_model_class
 from recstudio_edge.tune import apply_params, default_space, resolve_space, search_space
 from recstudio_edge.tune.experiment import (check_host, format_table, parse_duration, sort_trials, trial_command,
                                             tuner_name)

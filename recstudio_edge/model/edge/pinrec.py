@@ -54,7 +54,8 @@ from torch import nn
 
 from ...evaluation.metrics import PointwiseAccumulator, auc, gauc, logloss
 from ...edge.modules import EdgeStages, Probability
-from ...registry import did_you_mean, register_model
+from ...names import did_you_mean
+from ...registry import register_model
 from ..layers import (MLP, FastDropout, GRUEncoder, TargetAttention, TransformerBlock, causal_padding_mask,
                       right_aligned_positions, run_blocks)
 from ..towers import TowerFree
