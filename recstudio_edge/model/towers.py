@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import LOSSES, SAMPLERS, SCORERS, check_kwargs
+from ..registry import LOSSES, SAMPLERS, SCORERS
 from .base import Recommender
 
 
@@ -224,4 +224,4 @@ class TwoTower(ItemTower):
     default_loss, default_scorer, default_sampler = "bpr", "inner_product", "uniform"
 
 
-__all__ = ["TowerFree", "ItemTower", "TwoTower", "check_kwargs"]
+__all__ = ["TowerFree", "ItemTower", "TwoTower"]
