@@ -1,6 +1,6 @@
 """``OnnxExport``: export a model's on-device part when training ends (docs/edge.md).
 
-Any model with ``edge_model()`` and ``example_inputs()`` works. At ``on_fit_end`` (global zero
+Any model with an on-device part (``edge_parts()``, ``recstudio_edge.edge.protocol``) works. At ``on_fit_end`` (global zero
 only) the callback loads the best checkpoint's weights when a ``ModelCheckpoint`` kept one
 (else the weights as they are), exports through the same function as ``--task=export``
 (``recstudio_edge.edge.onnx_export.export_run``: named inputs, dynamic axes, sidecar, parity
@@ -20,21 +20,25 @@ import torch
 
 class OnnxExport(pl.Callback):
     def __init__(self, dirpath: Optional[str] = None, tolerance: float = 1e-4, exporter: str = "auto",
-                 quantize: bool = False, config: Optional[Mapping[str, Any]] = None, use_best: bool = True):
+                 quantize: bool = False, config: Optional[Mapping[str, Any]] = None, use_best: bool = True,
+                 split: Optional[str] = None):
         super().__init__()
         self.dirpath, self.tolerance, self.exporter = dirpath, float(tolerance), exporter
-        self.quantize, self.config, self.use_best = bool(quantize), config, bool(use_best)
+        self.quantize, self.config, self.use_best, self.split = bool(quantize), config, bool(use_best), split
         self.reports: Dict[str, Dict[str, Any]] = {}
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], run_dir) -> "OnnxExport":
         ex = cfg["export"]
-        return cls(str(run_dir), float(ex["tolerance"]), str(ex["exporter"]), bool(ex["quantize"]), config=cfg)
+        return cls(str(run_dir), float(ex["tolerance"]), str(ex["exporter"]), bool(ex["quantize"]), config=cfg,
+                   split=ex.get("split") or None)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if not callable(getattr(pl_module, "edge_model", None)) or not callable(getattr(pl_module, "example_inputs", None)):
-            raise ValueError(f"OnnxExport: {type(pl_module).__name__} has no on-device part "
-                             f"(edge_model() and example_inputs()); export.after_fit needs one")
+        from ..edge.protocol import has_edge_part
+
+        if not has_edge_part(pl_module):
+            raise ValueError(f"OnnxExport: {type(pl_module).__name__} has no on-device part (it defines no "
+                             f"edge_parts()); export.after_fit needs one")
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -50,11 +54,10 @@ class OnnxExport(pl.Callback):
         try:
             self.reports = export_run(pl_module, self.dirpath or trainer.default_root_dir, tol=self.tolerance,
                                       exporter=self.exporter, config=self.config, quantize=self.quantize,
-                                      datamodule=getattr(trainer, "datamodule", None))
+                                      datamodule=getattr(trainer, "datamodule", None), split=self.split)
         finally:
             if saved is not None:
                 pl_module.load_state_dict(saved)
-        self.source = ckpt or "the final weights"
 
 
 __all__ = ["OnnxExport"]

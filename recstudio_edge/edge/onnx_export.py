@@ -16,15 +16,16 @@ Random inputs: ``make_inputs(sizes)`` when given (``sizes``: {axis name: size}, 
 tensors uniformly in the example's [min, max], so id ranges stay valid; float tensors with the
 example's mean and standard deviation), with the dynamic axes resized.
 
-``export_edge_models(model, out_dir)``: the generic path for any model with an on-device part
-(``edge_model(variant)``, ``example_inputs()``, optionally ``edge_dynamic_axes()``,
-``edge_input_ranges()`` and ``edge_variants()``, e.g. one variant per PINRec group): one file
-per variant (``edge.onnx`` or ``edge_<variant>.onnx``), each with its JSON sidecar
-(``edge_<variant>.json``: input names, dtypes, shapes with the dynamic axes named, id ranges
-and vocabulary sizes, axis limits, config hash, export time, parity checks, the file's sha256;
-docs/edge.md), and a report ``{variant: export_onnx's dict}``. ``export_run`` adds the int8
-copies and ``export.json``: it is what ``--task=export`` and the ``OnnxExport`` callback call,
-so there is one export path.
+``export_edge_models(model, out_dir)``: the generic path for any model with an on-device part:
+it reads the model's ``edge_parts()`` (``recstudio_edge.edge.protocol``) and nothing else, and
+writes one file per device variant (``edge.onnx``, or ``edge_<variant>.onnx`` for a model with
+several, e.g. one per PINRec group), each exported by ``export_part`` on the part's own valid
+example inputs with its JSON sidecar (``edge_<variant>.json``: input names, dtypes, shapes with
+the dynamic axes named, value ranges and vocabulary sizes, axis limits, the rows the file serves,
+config hash, export time, parity checks, the file's sha256; docs/edge.md), and returns
+``{variant: export_onnx's dict}``. ``export_run`` adds the int8 copies, the split halves and
+``export.json``: it is what ``--task=export`` and the ``OnnxExport`` callback call, so there is
+one export path.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ..utils import atomic_write_text
+from .protocol import EdgeProtocolError, Part, edge_parts_of, select_rows
 
 log = logging.getLogger("recstudio_edge")
 from .runtime import SIDECAR_FORMAT  # noqa: E402  (one definition, shared with the runtime)
@@ -279,51 +281,35 @@ def config_hash(config: Optional[Mapping[str, Any]] = None, model=None) -> Dict[
     return {"config_hash": hashlib.sha256(text.encode()).hexdigest(), "config_source": source}
 
 
-def edge_spec(model) -> Dict[str, Any]:
-    """What export needs from a model with an on-device part: example inputs, their names, the
-    dynamic axes, output names, id ranges and axis limits (see the module docstring)."""
-    if not callable(getattr(model, "edge_model", None)) or not callable(getattr(model, "example_inputs", None)):
-        raise OnnxExportError(f"{type(model).__name__} has no on-device part (edge_model() and example_inputs())")
-    examples = model.example_inputs()
-    names = list(examples) if isinstance(examples, Mapping) else [f"input_{i}" for i in range(len(examples))]
-    axes = dict(model.edge_dynamic_axes()) if callable(getattr(model, "edge_dynamic_axes", None)) else \
-        {n: {0: "batch"} for n in names}
-    outputs = [k for k in axes if k not in names] or ["output"]
-    ranges = dict(model.edge_input_ranges()) if callable(getattr(model, "edge_input_ranges", None)) else {}
-    unknown = sorted(set(ranges) - set(names))
-    if unknown:
-        raise OnnxExportError(f"edge_input_ranges() names {unknown}, which are not inputs ({names})")
-    axis_names = {a for v in axes.values() for a in v.values()}
-    limits = {a: None for a in sorted(axis_names)}
-    if "seq" in limits and getattr(model, "max_seq_len", None):
-        limits["seq"] = int(model.max_seq_len)  # trained (and for positional trunks: able) up to this length
-    make = None
-    if isinstance(examples, Mapping) and {"batch", "seq"} >= axis_names:
-        def make(sizes):  # the model's own valid inputs at these sizes
-            return model.example_inputs(sizes.get("batch", 4), sizes.get("seq"))
-    variants = list(model.edge_variants()) if callable(getattr(model, "edge_variants", None)) else [None]
-    return {"examples": examples, "names": names, "axes": axes, "outputs": outputs, "make_inputs": make,
-            "ranges": {k: [int(v[0]), int(v[1])] for k, v in ranges.items()}, "axis_limits": limits,
-            "variants": variants}
-
-
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
     """``edge_0.onnx`` -> ``edge_0.json``."""
     p = Path(onnx_path)
     return p.with_suffix(".json")
 
 
-def build_sidecar(model, report: Mapping[str, Any], spec: Mapping[str, Any], variant=None,
+def onnx_name(variant: str) -> str:
+    """File name of a device variant: ``edge.onnx`` for a model's single device model, else ``edge_<variant>.onnx``."""
+    return "edge.onnx" if variant == "edge" else f"edge_{variant}.onnx"
+
+
+def build_sidecar(model, report: Mapping[str, Any], part: Part, variant: Optional[str] = None,
                   config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """The JSON that travels with an ONNX file: everything the torch-free runtime checks inputs against."""
+    """The JSON that travels with an ONNX file: everything the torch-free runtime checks inputs
+    against (names, dtypes, shapes with named axes, value ranges, axis limits) and routes by
+    (``rows``: the rows this file serves, ``{}`` = every row)."""
     path = Path(report["path"])
+    specs = {s.name: s for s in part.inputs}
     inputs = []
     for s in report["input_specs"]:
-        r = spec["ranges"].get(s["name"])
+        spec = specs.get(s["name"])
+        r = list(spec.value_range) if spec is not None and spec.value_range else None
         inputs.append({**s, "range": r, "vocab_size": (r[1] + 1) if r else None})
+    limits = {a: (int(part.axis_limits[a]) if a in part.axis_limits else None)
+              for a in sorted({d for s in (*part.inputs, *part.outputs) for d in s.shape if isinstance(d, str)})}
     return {"format": SIDECAR_FORMAT, "model": type(model).__name__, "variant": variant, "onnx": path.name,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": report["bytes"],
-            "inputs": inputs, "outputs": report["output_specs"], "axes": spec["axis_limits"],
+            "inputs": inputs, "outputs": report["output_specs"], "axes": limits,
+            "rows": {k: int(v) for k, v in part.rows.items()},
             "vocab": {k: int(getattr(model, k)) for k in ("num_items", "num_users")
                       if isinstance(getattr(model, k, None), int)},
             **config_hash(config, model),
@@ -333,24 +319,37 @@ def build_sidecar(model, report: Mapping[str, Any], spec: Mapping[str, Any], var
                        "checks": report["checks"]}}
 
 
+def export_part(part: Part, path: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto", model=None,
+                variant: Optional[str] = None, config: Optional[Mapping[str, Any]] = None,
+                extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Export one ``Part`` (``edge.protocol``) with ``export_onnx`` on its own valid example inputs
+    (every size combination of its dynamic axes), then write its sidecar (plus ``extra`` keys);
+    returns export_onnx's report with ``"sidecar"``."""
+    r = export_onnx(part.module, part.example_inputs(), part.input_names, path, part.dynamic_axes(),
+                    output_names=part.output_names, tol=tol,
+                    make_inputs=lambda sizes: part.example_inputs(sizes.get("batch", 4), sizes), exporter=exporter)
+    side = build_sidecar(model, r, part, variant, config)
+    side.update(extra or {})
+    r["sidecar"] = str(atomic_write_text(sidecar_path(r["path"]), json.dumps(side, indent=1)))
+    return r
+
+
 def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
-                       config: Optional[Mapping[str, Any]] = None, variants: Optional[Sequence] = None
+                       config: Optional[Mapping[str, Any]] = None, variants: Optional[Sequence[str]] = None
                        ) -> Dict[str, Dict[str, Any]]:
-    """Export every on-device variant of ``model`` (see the module docstring) into ``out_dir``:
-    ``edge.onnx`` / ``edge_<variant>.onnx`` each with its sidecar ``.json``; returns
-    ``{variant: export_onnx's report + "sidecar"}``."""
-    spec = edge_spec(model)
+    """Export every device variant of ``model`` (its ``edge_parts()``; or the given ``variants``)
+    into ``out_dir``: ``onnx_name(variant)`` each with its sidecar; returns ``{variant: report}``."""
+    parts = edge_parts_of(model)
+    names = parts.variants if variants is None else [str(v) for v in variants]
+    unknown = [v for v in names if v not in parts.device]
+    if unknown:
+        from ..names import did_you_mean
+
+        raise OnnxExportError(f"{type(model).__name__} has no device variant {unknown[0]!r}: "
+                              f"{did_you_mean(unknown[0], parts.variants)}")
     out_dir = Path(out_dir)
-    reports = {}
-    for v in (spec["variants"] if variants is None else list(variants)):
-        edge = model.edge_model() if v is None else model.edge_model(v)
-        fname = "edge.onnx" if v is None else f"edge_{v}.onnx"
-        r = export_onnx(edge, spec["examples"], spec["names"], out_dir / fname, spec["axes"],
-                        output_names=spec["outputs"], tol=tol, make_inputs=spec["make_inputs"], exporter=exporter)
-        side = build_sidecar(model, r, spec, None if v is None else str(v), config)
-        r["sidecar"] = str(atomic_write_text(sidecar_path(r["path"]), json.dumps(side, indent=1)))
-        reports[str(v) if v is not None else "edge"] = r
-    return reports
+    return {v: export_part(parts.device[v], out_dir / onnx_name(v), tol, exporter, model, v, config)
+            for v in names}
 
 
 def labelled_batches(datamodule, stage: str = "test", batch_size: int = 4096):
@@ -372,35 +371,54 @@ def labelled_batches(datamodule, stage: str = "test", batch_size: int = 4096):
 
 
 def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
-               config: Optional[Mapping[str, Any]] = None, quantize: bool = False, datamodule=None
-               ) -> Dict[str, Dict[str, Any]]:
+               config: Optional[Mapping[str, Any]] = None, quantize: bool = False, datamodule=None,
+               split: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
     """What ``--task=export`` and the ``OnnxExport`` callback do: ``export_edge_models``; with
     ``quantize``, an int8 copy of each file (``recstudio_edge.edge.quantize``) with its size and,
-    on the datamodule's labelled test rows (a group's file: that group's rows), the AUC of both; then ``export.json`` with every
-    report, in ``out_dir``."""
+    on the datamodule's labelled test rows (the rows each file serves, by its ``rows``), the AUC of
+    both; with ``split`` (a stage name), each variant also cut there into ``<variant>/device.onnx``
+    and ``<variant>/cloud.onnx`` (``edge.split.export_split``, verified like a whole export); then
+    ``export.json`` with every report, in ``out_dir``."""
+    parts = edge_parts_of(model)
+    if split:  # a stage that does not exist fails before anything is written
+        from .split import split_parts
+
+        for part in parts.device.values():
+            split_parts(part, split)
     reports = export_edge_models(model, out_dir, tol=tol, exporter=exporter, config=config)
     if quantize:
         from .quantize import quantization_report, quantize_file
 
         batches = labelled_batches(datamodule)
         for name, r in reports.items():
+            part = parts.device[name]
             q = quantize_file(r["path"])
             mine = batches
-            if name.isdigit() and batches and all("group_id" in b for b in batches):  # a group's file: its rows
-                mine = [{k: v[b["group_id"] == int(name)] for k, v in b.items()} for b in batches]
+            if part.rows and batches:  # the rows this file serves
+                try:
+                    mine = [{k: v[select_rows(part, b)] for k, v in b.items()} for b in batches]
+                except EdgeProtocolError:
+                    mine = []
                 mine = [b for b in mine if len(b["label"])]
-                q["rows_of"] = f"group {name}"
+                q["rows_of"] = ", ".join(f"{k}={v}" for k, v in part.rows.items())
             if mine:
                 q.update(quantization_report(r["path"], q["path"], mine))
                 log.info("%s int8: %d -> %d bytes, AUC %.4f -> %.4f (delta %+.4f) on %d test rows", name,
                          q["float_bytes"], q["bytes"], q["auc_float"], q["auc_int8"], q["auc_delta"], q["rows"])
             else:
-                q["accuracy"] = "not measured: no labelled (pointwise) test rows"
+                q["accuracy"] = "not measured: no labelled (pointwise) test rows" + \
+                    (f" with {q['rows_of']}" if q.get("rows_of") else "")
             r["int8"] = q
+    if split:
+        from .split import export_split
+
+        for name, r in reports.items():
+            folder = Path(out_dir) if len(reports) == 1 else Path(out_dir) / f"split_{name}"
+            r["split"] = export_split(model, split, folder, variant=name, tol=tol, exporter=exporter, config=config)
     atomic_write_text(Path(out_dir) / "export.json", json.dumps(reports, indent=1, default=str))
     return reports
 
 
-__all__ = ["export_onnx", "export_edge_models", "OnnxExportError", "axis_sizes", "random_like", "edge_spec",
-           "build_sidecar", "sidecar_path", "config_hash", "EXPORTERS", "SIDECAR_FORMAT", "export_run",
+__all__ = ["export_onnx", "export_edge_models", "export_part", "OnnxExportError", "axis_sizes", "random_like",
+           "build_sidecar", "sidecar_path", "onnx_name", "config_hash", "EXPORTERS", "SIDECAR_FORMAT", "export_run",
            "labelled_batches"]

@@ -19,7 +19,8 @@ naming the input and what it allows:
   another row).
 
 ``EdgePredictor(..., threads=1)`` pins onnxruntime to that many intra-op threads (one, the
-device case, by default). This module must keep importing without torch:
+device case, by default). ``EdgeRouter`` serves the several files of one model (one per user
+group, say) as one, each row going to the file whose sidecar ``rows`` name it. This module must keep importing without torch:
 ``tests/edge/test_runtime.py`` imports it with torch and Lightning blocked.
 """
 from __future__ import annotations
@@ -187,4 +188,75 @@ class EdgePredictor:
         return f"EdgePredictor({str(self.path)!r}: {self.signature()} -> {', '.join(self.output_names)})"
 
 
-__all__ = ["EdgePredictor", "EdgeInputError", "EdgeModelError", "load_sidecar", "SIDECAR_FORMAT"]
+class EdgeRouter:
+    """Several exported device models of one model, each serving the rows its sidecar names
+    (``rows``: ``{"group_id": 3}``; ``{}`` = every row), served as one: ``predict(batch)`` sends
+    every row to the file that serves it and returns the outputs in row order. A row no file
+    serves, or that two files claim, is an ``EdgeInputError`` naming the row and its fields.
+
+    ``EdgeRouter.from_folder(run_dir)`` loads every ``edge*.onnx`` with a sidecar in a folder
+    (not the int8 copies); ``EdgeRouter(paths)`` the given files."""
+
+    def __init__(self, paths: Sequence[str | Path], threads: int = 1):
+        if not paths:
+            raise EdgeModelError("EdgeRouter: no ONNX file given")
+        self.predictors = [EdgePredictor(p, threads=threads) for p in paths]
+        self.rows = [dict(p.sidecar.get("rows") or {}) for p in self.predictors]
+        models = {p.sidecar.get("model") for p in self.predictors}
+        if len(models) > 1:
+            raise EdgeModelError(f"EdgeRouter: the files come from different models {sorted(map(str, models))}")
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, threads: int = 1) -> "EdgeRouter":
+        folder = Path(folder)
+        paths = sorted(p for p in folder.glob("edge*.onnx") if ".int8." not in p.name and p.with_suffix(".json").exists())
+        if not paths:
+            raise EdgeModelError(f"{folder}: no exported edge*.onnx with its sidecar (python run.py --task=export)")
+        return cls(paths, threads)
+
+    @property
+    def input_names(self) -> List[str]:
+        names: List[str] = []
+        for p in self.predictors:
+            names += [n for n in p.input_names if n not in names]
+        return names
+
+    def predict(self, batch: Mapping[str, Any], ignore_extra: bool = True) -> np.ndarray:
+        """The first output of the file serving each row, in row order."""
+        if len(self.predictors) == 1 and not self.rows[0]:
+            return self.predictors[0].predict(batch, ignore_extra=ignore_extra)
+        arrays = {k: np.asarray(v) for k, v in batch.items()}
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        owner = np.full(n, -1, dtype=np.int64)
+        for i, rows in enumerate(self.rows):
+            mask = np.ones(n, dtype=bool)
+            for key, value in rows.items():
+                if key not in arrays:
+                    raise EdgeInputError(f"the device models serve rows by {key!r} but the batch has no {key!r} "
+                                         f"(it has {sorted(arrays)})")
+                mask &= arrays[key].reshape(n, -1)[:, 0] == value
+            clash = mask & (owner >= 0)
+            if clash.any():
+                r = int(np.argmax(clash))
+                raise EdgeInputError(f"row {r} is served by two files: {self.predictors[int(owner[r])].path.name} "
+                                     f"and {self.predictors[i].path.name}")
+            owner[mask] = i
+        if (owner < 0).any():
+            r = int(np.argmax(owner < 0))
+            keys = sorted({k for rows in self.rows for k in rows})
+            raise EdgeInputError(f"row {r} ({', '.join(f'{k}={arrays[k][r]}' for k in keys)}) is served by no file: "
+                                 f"the files serve {self.rows}")
+        out = None
+        for i in np.unique(owner).tolist():
+            sel = owner == i
+            got = self.predictors[i].predict({k: v[sel] for k, v in arrays.items()}, ignore_extra=ignore_extra)
+            if out is None:
+                out = np.zeros((n, *got.shape[1:]), dtype=got.dtype)
+            out[sel] = got
+        return out if out is not None else np.zeros(0, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"EdgeRouter({[p.path.name for p in self.predictors]}, rows {self.rows})"
+
+
+__all__ = ["EdgePredictor", "EdgeRouter", "EdgeInputError", "EdgeModelError", "load_sidecar", "SIDECAR_FORMAT"]

@@ -1,8 +1,9 @@
 """Split inference, as RTCoInfer does for CNNs: a device part, a compressed tensor over the
 network, a cloud part, and a controller that picks the compression per request.
 
-- **Cut.** ``export_split(model, layer, out_dir)`` cuts the model's edge model (an
-  ``EdgeStages`` chain, ``recstudio_edge.edge.modules``) before the named layer
+- **Cut.** ``export_split(model, layer, out_dir)`` cuts a device model of the model's
+  ``edge_parts()`` (``recstudio_edge.edge.protocol``; its module an ``EdgeStages`` chain,
+  ``recstudio_edge.edge.modules``) before the named layer
   (``classifier``, ``classifier.2``, ...) and exports both parts, each verified against PyTorch
   and with a sidecar: ``device.onnx`` (the model's inputs -> ``cut``) and ``cloud.onnx``
   (``cut`` -> the model's outputs); it also checks ``cloud(device(x)) == edge(x)``.
@@ -400,58 +401,79 @@ def codec_accuracy(device, cloud, codecs: Sequence[str], batches: Iterable[Mappi
 
 
 # ---- cutting and exporting (torch) ----------------------------------------------------------------
-def export_split(model, layer: str, out_dir: str | Path, variant=None, tol: float = 1e-4,
-                 exporter: str = "auto", config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Cut ``model.edge_model(variant)`` before ``layer`` and export ``device.onnx`` and
-    ``cloud.onnx`` (each verified, each with its sidecar) into ``out_dir``; check that the two
-    composed equal the uncut edge model. Returns ``{device, cloud, layer, composed_max_abs_diff}``."""
+def split_parts(part, layer: str):
+    """``(device Part, cloud Part)``: a device ``Part`` (``edge.protocol``) whose module is built from
+    named stages (``EdgeStages``) cut before ``layer``. The device half takes the part's inputs and
+    returns ``cut``; the cloud half takes ``cut`` and returns the part's outputs. The cut's axes are
+    found by running the device half at two sizes of every dynamic axis."""
     import torch
 
-    from .onnx_export import OnnxExportError, build_sidecar, edge_spec, export_onnx, sidecar_path
-    from ..utils import atomic_write_text
-    import json
+    from .protocol import EdgeProtocolError, Part, TensorSpec
 
-    spec = edge_spec(model)
-    edge = model.edge_model() if variant is None else model.edge_model(variant)
-    if not callable(getattr(edge, "split", None)):
-        raise OnnxExportError(f"{type(model).__name__}.edge_model() is not built from named stages "
-                              f"(recstudio_edge.edge.modules.EdgeStages): it cannot be cut")
-    device, cloud = edge.split(layer)
-    out_dir = Path(out_dir)
-    ex = {n: spec["examples"][n] for n in spec["names"]}
+    if not callable(getattr(part.module, "split", None)):
+        raise EdgeProtocolError("the device model is not built from named stages "
+                                "(recstudio_edge.edge.modules.EdgeStages): it cannot be cut")
+    device, cloud = part.module.split(layer)
+    small = {a: max(1, n // 2) if a != "batch" else n + 3 for a, n in part.sizes().items()}
     with torch.no_grad():
-        cut_a = device(*ex.values())
-        other = spec["make_inputs"]({"batch": 7, "seq": 3}) if spec["make_inputs"] else None
-        cut_b = device(*(other[n] for n in spec["names"])) if other is not None else None
+        cut_a = device(*part.example_inputs().values())
+        cut_b = device(*part.example_inputs(small["batch"], small).values())
     if not isinstance(cut_a, torch.Tensor):
-        raise OnnxExportError(f"the device part ending before {layer!r} returns {type(cut_a).__name__}, not one tensor")
-    cut_axes = {0: "batch"}
-    if cut_b is not None:
-        for ax in range(1, cut_a.dim()):
-            if cut_a.shape[ax] != cut_b.shape[ax]:
-                cut_axes[ax] = "seq"
-    d_axes = {**{n: spec["axes"][n] for n in spec["names"] if n in spec["axes"]}, "cut": cut_axes}
-    dev = export_onnx(device, ex, spec["names"], out_dir / "device.onnx", d_axes, output_names=["cut"], tol=tol,
-                      make_inputs=spec["make_inputs"], exporter=exporter)
-    dev_side = build_sidecar(model, dev, spec, None if variant is None else str(variant), config)
-    dev_side["split"] = {"part": "device", "layer": layer}
-    atomic_write_text(sidecar_path(dev["path"]), json.dumps(dev_side, indent=1))
-    outs = spec["outputs"]
-    c_axes = {"cut": cut_axes, **{o: spec["axes"][o] for o in outs if o in spec["axes"]}}
-    cl = export_onnx(cloud, {"cut": cut_a}, ["cut"], out_dir / "cloud.onnx", c_axes, output_names=outs, tol=tol,
-                     exporter=exporter)
-    cspec = {**spec, "ranges": {}, "axis_limits": {a: spec["axis_limits"].get(a) for a in set(cut_axes.values())}}
-    cl_side = build_sidecar(model, cl, cspec, None if variant is None else str(variant), config)
-    cl_side["split"] = {"part": "cloud", "layer": layer}
-    atomic_write_text(sidecar_path(cl["path"]), json.dumps(cl_side, indent=1))
+        raise EdgeProtocolError(f"the device half ending before {layer!r} returns {type(cut_a).__name__}, "
+                                f"not one tensor")
+    shape = []
+    for ax in range(cut_a.dim()):
+        if ax == 0:
+            shape.append("batch")
+        elif cut_a.shape[ax] != cut_b.shape[ax]:  # follows an input axis: name it after the one it follows
+            named = [a for a in part.axis_names() if a != "batch" and part.sizes()[a] == cut_a.shape[ax]]
+            shape.append(named[0] if named else f"cut_{ax}")
+        else:
+            shape.append(int(cut_a.shape[ax]))
+    cut = TensorSpec("cut", "float32", tuple(shape))
+    limits = dict(part.axis_limits)
+    return (Part(device, part.inputs, (cut,), part.rows, limits),
+            Part(cloud, (cut,), part.outputs, part.rows, {a: v for a, v in limits.items() if a in shape}))
+
+
+def export_split(model, layer: str, out_dir: str | Path, variant: Optional[str] = None, tol: float = 1e-4,
+                 exporter: str = "auto", config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Cut the device model ``variant`` (default: the first) of ``model.edge_parts()`` before
+    ``layer`` and export ``device.onnx`` and ``cloud.onnx`` (each verified, each with its sidecar)
+    into ``out_dir``; check that the two composed equal the uncut device model. Returns
+    ``{device, cloud, layer, cut_shape, composed_max_abs_diff}``."""
+    import torch
+
+    from .onnx_export import OnnxExportError, export_part
+    from .protocol import EdgeProtocolError, edge_parts_of
+
+    parts = edge_parts_of(model)
+    variant = parts.variants[0] if variant is None else str(variant)
+    if variant not in parts.device:
+        from ..names import did_you_mean
+
+        raise OnnxExportError(f"{type(model).__name__} has no device variant {variant!r}: "
+                              f"{did_you_mean(variant, parts.variants)}")
+    part = parts.device[variant]
+    try:
+        dev_part, cloud_part = split_parts(part, layer)
+    except EdgeProtocolError as e:
+        raise OnnxExportError(f"{type(model).__name__}: {e}") from None
+    out_dir = Path(out_dir)
+    dev = export_part(dev_part, out_dir / "device.onnx", tol, exporter, model, variant, config,
+                      extra={"split": {"part": "device", "layer": layer}})
+    cl = export_part(cloud_part, out_dir / "cloud.onnx", tol, exporter, model, variant, config,
+                     extra={"split": {"part": "cloud", "layer": layer}})
+    ex = part.example_inputs()
     with torch.no_grad():  # the two parts composed are the uncut model, exactly
-        diff = float((cloud(device(*ex.values())) - edge(*ex.values())).abs().max())
+        cut = dev_part.module(*ex.values())
+        diff = float((cloud_part.module(cut) - part.module(*ex.values())).abs().max())
     if diff > tol:
-        raise OnnxExportError(f"cloud(device(x)) differs from the uncut edge model by {diff:.3g}")
-    return {"device": dev, "cloud": cl, "layer": layer, "cut_shape": list(cut_a.shape),
+        raise OnnxExportError(f"cloud(device(x)) differs from the uncut device model by {diff:.3g}")
+    return {"device": dev, "cloud": cl, "layer": layer, "variant": variant, "cut_shape": list(cut.shape),
             "composed_max_abs_diff": diff}
 
 
 __all__ = ["Codec", "NoCodec", "FP16Codec", "Int8RowCodec", "TopKCodec", "make_codec", "decode", "codec_bound",
            "BandwidthTrace", "CodecProfile", "SplitController", "Decision", "SplitPipeline", "codec_accuracy",
-           "export_split", "CODEC_NAMES"]
+           "export_split", "split_parts", "CODEC_NAMES"]
