@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-import numpy as np
 import torch
 
 from .data.dataset import windows
@@ -118,46 +117,36 @@ def ctr_batches(cfg, dm):
 
 def infer_onnx(cfg, model, dm, run_dir: Path) -> Path:
     """``--task=infer --backend=onnx``: the same rows and output as the PyTorch path, scored by the
-    exported edge model in onnxruntime (``recstudio_edge.edge.runtime``, one thread).
+    exported device models in onnxruntime (``recstudio_edge.edge.runtime.EdgeRouter``, one thread).
 
-    ``--ckpt`` is an exported ``.onnx`` file (with its sidecar), which scores every row; or a
-    ``.ckpt``, whose edge part is exported (and verified) into the run folder first. A model
-    with one file per user group (PINRec) routes each row to its ``group_id``'s file."""
+    ``--ckpt`` is an exported ``.onnx`` file (with its sidecar), which scores every row it serves;
+    or a ``.ckpt``, whose device parts are exported (and verified) into the run folder first. A
+    model with several device files (PINRec: one per user group) routes each row to the file whose
+    sidecar ``rows`` name it."""
     from .config import ConfigError
-    from .edge.runtime import EdgePredictor
+    from .edge.runtime import EdgeInputError, EdgeRouter
 
     if model.eval_kind != "pointwise":
         raise ConfigError(f"--backend=onnx serves pointwise edge models; {type(model).__name__} ranks items "
                           f"(use --backend=torch)")
     ckpt = Path(str(cfg["ckpt"]))
     if ckpt.suffix in (".onnx", ".json"):
-        predictors = {None: EdgePredictor(ckpt)}
+        router = EdgeRouter([ckpt])
     else:
+        from .checkpoint import load_weights
         from .edge.onnx_export import export_edge_models
-        from .runner import load_weights
 
         load_weights(model, ckpt)
         reports = export_edge_models(model, run_dir, tol=float(cfg["export"]["tolerance"]),
                                      exporter=str(cfg["export"]["exporter"]), config=cfg)
-        predictors = {None if k == "edge" else int(k): EdgePredictor(r["path"]) for k, r in reports.items()}
-        if len(predictors) == 1:
-            predictors = {None: next(iter(predictors.values()))}
+        router = EdgeRouter([r["path"] for r in reports.values()])
     data = dm.data
     out_lines = []
     for batch in ctr_batches(cfg, dm):
-        feed = {k: v.numpy() for k, v in batch.items()}
-        if None in predictors:
-            prob = predictors[None].predict(feed, ignore_extra=True)
-        else:
-            if "group_id" not in feed:
-                raise ConfigError(f"the edge model has one file per group ({sorted(predictors)}) but the rows carry "
-                                  f"no group_id (set data.group_num)")
-            prob = np.zeros(len(feed["item_id"]), dtype=np.float32)
-            for g in np.unique(feed["group_id"]).tolist():
-                if g not in predictors:
-                    raise ConfigError(f"rows of group {g}: no edge file for it (groups {sorted(predictors)})")
-                rows = feed["group_id"] == g
-                prob[rows] = predictors[g].predict({k: v[rows] for k, v in feed.items()}, ignore_extra=True)
+        try:
+            prob = router.predict({k: v.numpy() for k, v in batch.items()}, ignore_extra=True)
+        except EdgeInputError as e:
+            raise ConfigError(f"--backend=onnx: {e}") from None
         out_lines.extend(f"{data.user_tokens[a]}\t{data.item_tokens[b_]}\t{p:.6g}"
                          for a, b_, p in zip(batch["user_id"].tolist(), batch["item_id"].tolist(), prob.tolist()))
     out = run_dir / "infer.tsv"

@@ -1,7 +1,9 @@
-"""The three tasks behind the command line: train, test, infer.
+"""The tasks behind the command line: train, test, infer, export (``TASKS``, name -> function).
 
-Each builds the data module and the model from the merged config, runs Lightning's
-``Trainer`` and writes the run folder. Nothing here assumes a device: the Trainer picks it.
+``_prepare`` builds what every task starts from (the data module and the model from the merged
+config, the run folder with its ``config.yaml``), then the task runs Lightning's ``Trainer`` or
+the exporter and writes its outputs into the run folder. Nothing here assumes a device: the
+Trainer picks it.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from .checkpoint import load_weights  # noqa: F401  (runner.load_weights: kept for callers)
 from .config import ConfigError, dump
 from .data.datamodule import RecDataModule
 from .utils import atomic_write_text
@@ -174,16 +177,6 @@ def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minm
     return trainer, ckpt_cb
 
 
-def load_weights(model, ckpt: str | Path) -> None:
-    """Load a checkpoint's weights (``weights_only=True``), whatever device the model is on."""
-    path = Path(ckpt)
-    if not path.exists():
-        raise ConfigError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    sd = state.get("state_dict", state) if isinstance(state, dict) else state
-    model.load_state_dict(sd)
-
-
 def find_resume(cfg: Dict[str, Any]) -> Optional[Path]:
     res = cfg.get("resume")
     if res in (None, False):
@@ -212,8 +205,24 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> D
             os.environ.pop(RUN_DIR_ENV, None)  # the next run in this process gets its own folder
 
 
-def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
+class Run:
+    """What every task starts from: the merged config, the data module, the model, the run folder."""
+
+    def __init__(self, cfg, model_cls, task, dm, model, run_dir: Path, val_metric: str, mode: str,
+                 resume: Optional[Path]):
+        self.cfg, self.model_cls, self.task, self.dm, self.model = cfg, model_cls, task, dm, model
+        self.run_dir, self.val_metric, self.mode, self.resume = run_dir, val_metric, mode, resume
+
+
+def _needs_edge(cfg: Dict[str, Any], task: str) -> bool:
+    return task == "export" or (task == "infer" and cfg.get("backend") == "onnx") or \
+        (task == "train" and bool((cfg.get("export") or {}).get("after_fit")))
+
+
+def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     import lightning.pytorch as pl
+
+    from .edge.protocol import has_edge_part
 
     if task != "train" and not cfg.get("ckpt"):
         raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
@@ -239,61 +248,99 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
         raise ConfigError("--task=infer reads interaction datasets; for sample files, test with --task=test "
                           "(python -m recstudio_edge.data.formats.pinrec writes predictions back to the format)")
     model = build_model(cfg, model_cls, dm)
-    mode = model.metric_mode(val_metric)
-    needs_edge = task == "export" or (task == "infer" and cfg.get("backend") == "onnx") or \
-        (task == "train" and (cfg.get("export") or {}).get("after_fit"))
-    if needs_edge and not callable(getattr(model, "edge_model", None)):
-        raise ConfigError(f"{model_cls.__name__} has no on-device part (edge_model() and example_inputs()): "
+    if _needs_edge(cfg, task) and not has_edge_part(model):
+        raise ConfigError(f"{model_cls.__name__} has no on-device part (it defines no edge_parts()): "
                           f"nothing to export or serve with onnxruntime (docs/edge.md)")
     run_dir = make_run_dir(cfg)  # only now: a config that cannot build a model leaves no folder behind
     setup_logging(run_dir, cfg["mode"])
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         atomic_write_text(run_dir / "config.yaml", dump(cfg))
-    if task == "train":
-        from .callbacks.plugin_stage import plugin_stage_from_config
+    return Run(cfg, model_cls, task, dm, model, run_dir, val_metric, model.metric_mode(val_metric), resume)
 
-        stage = plugin_stage_from_config(cfg, model)
-        callbacks = [*extra_callbacks, *([stage] if stage is not None else [])]
-        if cfg["export"].get("after_fit"):
-            from .callbacks.onnx_export import OnnxExport
 
-            callbacks.append(OnnxExport.from_config(cfg, run_dir))
-        return _train(cfg, model, dm, run_dir, val_metric, mode, resume, callbacks)
-    if not (task == "infer" and cfg.get("backend") == "onnx"):  # the onnx backend may be given an .onnx file
-        load_weights(model, cfg["ckpt"])
-    if task == "test":
-        trainer, _ = build_trainer(cfg, run_dir, val_metric, mode, epochs=0, with_checkpoints=False)
-        trainer.test(model, datamodule=dm, verbose=False)
-        metrics = {"test": model.last_metrics.get("test", {}), "ckpt": str(cfg["ckpt"])}
-        _write_metrics(run_dir, metrics)
-        say(_format_metrics("test", metrics["test"]))
-        return {"run_dir": str(run_dir), **metrics}
-    if task == "export":
-        from .edge.onnx_export import export_run
+def _task_train(run: Run, extra_callbacks=()) -> Dict[str, Any]:
+    from .callbacks.plugin_stage import plugin_stage_from_config
 
-        ex = cfg["export"]
-        reports = export_run(model, run_dir, tol=float(ex["tolerance"]), exporter=str(ex["exporter"]), config=cfg,
-                             quantize=bool(ex["quantize"]), datamodule=dm)
-        for name, r in reports.items():
-            say(f"{name}: {r.get('path', '')} max abs diff vs PyTorch {r['max_abs_diff']:.2e} "
-                f"({r['bytes']} bytes)")
-            q = r.get("int8")
-            if q:
-                acc = (f"AUC {q['auc_float']:.4f} -> {q['auc_int8']:.4f} ({q['auc_delta']:+.4f})" if "auc_delta" in q
-                       else q.get("accuracy", ""))
-                say(f"{name} int8: {q['path']} ({q['bytes']} bytes, {q['ratio']:.2f} of float); {acc}")
-        return {"run_dir": str(run_dir), "export": reports}
-    if task == "infer" and cfg.get("backend") == "onnx":
-        from .infer import infer_onnx
+    cfg = run.cfg
+    stage = plugin_stage_from_config(cfg, run.model)
+    callbacks = [*extra_callbacks, *([stage] if stage is not None else [])]
+    if cfg["export"].get("after_fit"):
+        from .callbacks.onnx_export import OnnxExport
 
-        out = infer_onnx(cfg, model, dm, run_dir)
-        say(f"wrote {out}")
-        return {"run_dir": str(run_dir), "output": str(out)}
-    from .infer import infer
+        callbacks.append(OnnxExport.from_config(cfg, run.run_dir))
+    return _train(cfg, run.model, run.dm, run.run_dir, run.val_metric, run.mode, run.resume, callbacks)
 
-    out = infer(cfg, model, dm, run_dir)
+
+def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:
+    load_weights(run.model, run.cfg["ckpt"])
+    trainer, _ = build_trainer(run.cfg, run.run_dir, run.val_metric, run.mode, epochs=0, with_checkpoints=False)
+    trainer.test(run.model, datamodule=run.dm, verbose=False)
+    metrics = {"test": run.model.last_metrics.get("test", {}), "ckpt": str(run.cfg["ckpt"])}
+    _write_metrics(run.run_dir, metrics)
+    say(_format_metrics("test", metrics["test"]))
+    _say_groups(run.run_dir, metrics["test"])
+    say(f"run folder: {run.run_dir}")
+    return {"run_dir": str(run.run_dir), **metrics}
+
+
+def _task_export(run: Run, extra_callbacks=()) -> Dict[str, Any]:
+    from .edge.onnx_export import export_run
+
+    load_weights(run.model, run.cfg["ckpt"])
+    ex = run.cfg["export"]
+    reports = export_run(run.model, run.run_dir, tol=float(ex["tolerance"]), exporter=str(ex["exporter"]),
+                         config=run.cfg, quantize=bool(ex["quantize"]), datamodule=run.dm,
+                         split=ex.get("split") or None)
+    for name, r in reports.items():
+        say(f"{name}: {r.get('path', '')} max abs diff vs PyTorch {r['max_abs_diff']:.2e} ({r['bytes']} bytes)")
+        q = r.get("int8")
+        if q:
+            acc = (f"AUC {q['auc_float']:.4f} -> {q['auc_int8']:.4f} ({q['auc_delta']:+.4f})" if "auc_delta" in q
+                   else q.get("accuracy", ""))
+            say(f"{name} int8: {q['path']} ({q['bytes']} bytes, {q['ratio']:.2f} of float); {acc}")
+        sp = r.get("split")
+        if sp:
+            say(f"{name} split at {sp['layer']!r}: {sp['device']['path']} -> cut {sp['cut_shape']} -> "
+                f"{sp['cloud']['path']} (composed max abs diff {sp['composed_max_abs_diff']:.2e})")
+    say(f"run folder: {run.run_dir}")
+    return {"run_dir": str(run.run_dir), "export": reports}
+
+
+def _task_infer(run: Run, extra_callbacks=()) -> Dict[str, Any]:
+    from .infer import infer, infer_onnx
+
+    if run.cfg.get("backend") == "onnx":  # the onnx backend may be given an .onnx file
+        out = infer_onnx(run.cfg, run.model, run.dm, run.run_dir)
+    else:
+        load_weights(run.model, run.cfg["ckpt"])
+        out = infer(run.cfg, run.model, run.dm, run.run_dir)
     say(f"wrote {out}")
-    return {"run_dir": str(run_dir), "output": str(out)}
+    return {"run_dir": str(run.run_dir), "output": str(out)}
+
+
+# task name -> what runs it (cli.TASKS lists the same names)
+TASKS = {"train": _task_train, "test": _task_test, "export": _task_export, "infer": _task_infer}
+
+
+def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
+    if task not in TASKS:
+        from .names import did_you_mean
+
+        raise ConfigError(f"unknown task {task!r}: {did_you_mean(task, TASKS)}")
+    return TASKS[task](_prepare(cfg, model_cls, task), extra_callbacks)
+
+
+def _say_groups(run_dir: Path, metrics: Dict[str, float]) -> None:
+    """Per-group metrics (a model evaluated on rows with ``group_id``): the head-vs-tail table,
+    printed and saved as ``groups.txt`` next to ``metrics.json``."""
+    if not any(k.startswith("auc_g") for k in metrics):
+        return
+    from .evaluation.groups import head_tail_table
+
+    table = head_tail_table(metrics)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        atomic_write_text(run_dir / "groups.txt", table + "\n")
+    say(table)
 
 
 def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Optional[Path], extra_callbacks=()):
@@ -330,6 +377,7 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
         _write_metrics(run_dir, metrics)
         say(_format_metrics("valid (best)", valid))
         say(_format_metrics("test", metrics["test"]))
+        _say_groups(run_dir, metrics["test"])
         say(f"run folder: {run_dir}")
     return {"run_dir": str(run_dir), **metrics}
 
