@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where a BPR epoch goes on our side (real ml-1m, RO 0.8/0.1/0.1, batch 2048, embed 64).
 
-usage: python bench/bpr_breakdown.py [--threads 1] [--epochs 3] [--data-dir /work/bench_data/ours]
+usage: python bench/bpr_breakdown.py [--threads 1] [--epochs 3] [--data-dir <BENCH_DATA>/ours]
 
 Times one training epoch (median of --epochs) of:
   lightning                 recstudio_edge as the CLI runs it: Trainer.fit, validation off (the
@@ -29,6 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from common import OURS_DATA, ensure_ours_data  # noqa: E402  (bench/common.py; bench/ is on sys.path as the script's folder)
 
 
 def build(data_dir, threads):
@@ -60,8 +61,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--data-dir", default="/work/bench_data/ours")
+    ap.add_argument("--data-dir", default=str(OURS_DATA))
     a = ap.parse_args(argv)
+    if a.data_dir == str(OURS_DATA):
+        ensure_ours_data()  # <OURS_DATA>/ml-1m/ml-1m.inter -> the real atomic file
     runner, cfg, cls, dm = build(a.data_dir, a.threads)
     res = {}
 

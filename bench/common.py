@@ -20,10 +20,26 @@ from typing import Any, Dict, List, Optional, Sequence
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 
-# Set-up outside the repo (see bench/README.md): RecBole 1.2.1 venv, runner, configs, data.
-BENCH_DATA = Path(os.environ.get("BENCH_DATA", "/work/bench_data"))
-PEER_PY = Path(os.environ.get("PEER_PY", "/work/peer-venv/bin/python"))
-PEER_RUNNER = Path(os.environ.get("PEER_RUNNER", "/work/shared/peer/run_peer.py"))
+
+def _env_path(name: str, default: Path) -> Path:
+    """``$name`` if set and not empty (``~`` expanded, made absolute: the peer runs in another
+    working directory; symlinks kept, a venv's python is one), else ``default``."""
+    value = os.environ.get(name)
+    return Path(os.path.abspath(Path(value).expanduser())) if value else default
+
+
+def default_bench_data() -> Path:
+    """``$XDG_CACHE_HOME/recstudio_edge/bench``, ``~/.cache/recstudio_edge/bench`` without it."""
+    return _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "recstudio_edge" / "bench"
+
+
+# Set-up outside the repo (see bench/README.md), each path overridable by its environment variable:
+#   BENCH_DATA   data, RecBole configs, logs and our run folders (default: default_bench_data());
+#   PEER_PY      the python of the RecBole 1.2.1 venv (default <BENCH_DATA>/peer-venv/bin/python);
+#   PEER_RUNNER  run_peer.py (default: shared/peer/run_peer.py beside the checkout).
+BENCH_DATA = _env_path("BENCH_DATA", default_bench_data())
+PEER_PY = _env_path("PEER_PY", BENCH_DATA / "peer-venv" / "bin" / "python")
+PEER_RUNNER = _env_path("PEER_RUNNER", REPO.parent / "shared" / "peer" / "run_peer.py")
 PEER_CONFIGS = BENCH_DATA / "peer_configs"
 PEER_DATA = BENCH_DATA / "data"              # RecBole integer-id .inter files (data_path of the configs)
 OURS_DATA = BENCH_DATA / "ours"              # <OURS_DATA>/ml-1m/ml-1m.inter -> real atomic ml-1m
@@ -53,7 +69,8 @@ def check_setup(need_peer: bool = True) -> None:
     if need_peer:
         missing += [str(p) for p in (PEER_PY, PEER_RUNNER, PEER_CONFIGS / "bpr.yaml") if not p.exists()]
     if missing:
-        raise SystemExit("benchmark set-up missing (see bench/README.md): " + ", ".join(missing))
+        raise SystemExit("benchmark set-up missing (see bench/README.md; paths move with BENCH_DATA, "
+                         "PEER_PY, PEER_RUNNER): " + ", ".join(missing))
     ensure_ours_data()
 
 
@@ -163,7 +180,7 @@ def run_child(cmd: Sequence[str], log_path: Path, timeout: float, cwd: Optional[
 def run_peer(model: str, dataset: str, config, tag: str, out_dir: Path, timeout: float,
              max_batches: Optional[int] = None, anomaly: bool = False,
              env_extra: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """RecBole 1.2.1 via /work/shared/peer/run_peer.py, cwd BENCH_DATA (its ./log lands there).
+    """RecBole 1.2.1 via PEER_PY and PEER_RUNNER (run_peer.py), cwd BENCH_DATA (its ./log lands there).
 
     ``config``: a file name in PEER_CONFIGS or a path."""
     out_json = out_dir / f"peer_{tag}.json"

@@ -37,7 +37,9 @@ def vm_hwm_mb() -> float:
 
 
 def base_overrides(spec):
-    over = {"data_dir": spec["data_dir"], "output_dir": spec.get("output_dir", "/work/bench_data/runs"),
+    from common import RUNS_DIR  # bench/common.py (this script's folder is on sys.path)
+
+    over = {"data_dir": spec["data_dir"], "output_dir": spec.get("output_dir", str(RUNS_DIR)),
             "trainer.enable_progress_bar": "false"}
     over.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (spec.get("overrides") or {}).items()})
     return over

@@ -15,7 +15,7 @@ AUC, then test) in a fresh child process, whose peak RSS is its own (``wait4``).
 AUC / GAUC overall and per group (group 0 = least active users), tail (groups ``--tail``,
 default 0 and 1) and head (the top group) means, per-seed deltas against ``trunk``, training
 seconds per epoch (first batch to last batch; validation excluded) and peak memory, with the
-machine. Data: ``--data_dir`` (default ``/work/bench_data/ours_pinrec``, where
+machine. Data: ``--data_dir`` (default ``<BENCH_DATA>/ours_pinrec``, where
 ``ml-1m/ml-1m.inter`` is a symlink to the real atomic file: nothing is copied into the repo).
 Results: ``bench/results/pinrec-<stamp>/`` (``pinrec.json``, ``pinrec.md``, run logs); run folders
 (with each run's ``metrics.json``) under ``--output_dir``.
@@ -36,13 +36,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+from common import BENCH_DATA  # noqa: E402  (bench/common.py: $BENCH_DATA, default ~/.cache/recstudio_edge/bench)
 
 VARIANTS = {
     "trunk": dict(plugins=False, aggregate=False),
     "plugins": dict(plugins=True, aggregate=True),
     "plain": dict(plugins=True, aggregate=False),
 }
-BENCH_DATA = Path(os.environ.get("BENCH_DATA", "/work/bench_data"))
 ATOMIC = {"ml-1m": BENCH_DATA / "ml-1m-atomic" / "ml-1m.inter", "ml-100k": BENCH_DATA / "ml-100k-atomic" / "ml-100k.inter"}
 # configs/base.yaml's plugin_stage section (used only while base.yaml does not have it yet)
 PLUGIN_STAGE_SCHEMA = {"enabled": True, "stage_switch_epoch": 2, "lr_factor": 0.1, "aggregate": True, "plugins": True}
