@@ -1,4 +1,4 @@
-"""Attention blocks: DIN-style target attention (the trunk of PINRec) and masks."""
+"""Attention blocks: DIN-style target attention (DIN and PINRec's DIN trunk) and masks."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ from torch import nn
 
 
 class TargetAttention(nn.Module):
-    """The target item attends over the history (MODELS.md, PINRec's DIN trunk).
+    """The target item attends over the history (DIN; docs/models.md).
 
     Bias-free linear maps for query (target), key and value; logits ``q.k / sqrt(D)``,
     masked where the history is padding (id 0); softmax over positions; weighted sum of

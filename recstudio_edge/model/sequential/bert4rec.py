@@ -8,15 +8,15 @@ token's id is ``num_items``, so the item table has one extra row: it is an input
 only and never a candidate (``item_vectors`` leaves it out). Evaluation batches append the mask
 token after the latest ``max_seq_len - 1`` known items, and the model scores that position.
 
-The encoder reuses ``layers.TransformerBlock`` (SASRec's pre-norm block) with a padding-only
-mask instead of the causal one, then a final layer norm and BERT's prediction head (linear,
-GELU, layer norm); output scores are inner products with the (tied) item embeddings.
+The encoder is ``layers.TransformerStack`` (SASRec's stack of pre-norm blocks) with BERT's
+embedding layer norm and a padding-only mask instead of the causal one, then BERT's prediction
+head (linear, GELU, layer norm); output scores are inner products with the (tied) item embeddings.
 """
 import torch
 from torch import nn
 
 from ...registry import register_model
-from ..layers import FastDropout, TransformerBlock, padding_mask, right_aligned_positions, run_blocks
+from ..layers import TransformerStack
 from ..towers import ItemTower
 
 
@@ -30,15 +30,11 @@ class BERT4Rec(ItemTower):
         super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
         self.mask_token = self.num_items  # the data's mask id: one past the last real item
         self.item_emb = nn.Embedding(self.num_items + 1, embed_dim, padding_idx=0)
-        self.pos_emb = nn.Embedding(self.max_seq_len, embed_dim)
-        self.emb_ln = nn.LayerNorm(embed_dim, eps=1e-12)
-        self.drop = FastDropout(dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, inner_dim, dropout, activation)
-                                    for _ in range(num_blocks))
-        self.last_ln = nn.LayerNorm(embed_dim, eps=1e-12)
+        self.encoder = TransformerStack(embed_dim, self.max_seq_len, num_blocks, num_heads, inner_dim, dropout,
+                                        activation, mask="padding", eps=1e-12, input_norm=True)
         self.head = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.LayerNorm(embed_dim, eps=1e-12))
         with torch.no_grad():  # BERT's initialisation: truncated normal, std 0.02
-            for emb in (self.item_emb, self.pos_emb):
+            for emb in (self.item_emb, self.encoder.pos_emb):
                 nn.init.trunc_normal_(emb.weight, std=0.02, a=-0.04, b=0.04)
             self.item_emb.weight[0].zero_()
 
@@ -49,10 +45,7 @@ class BERT4Rec(ItemTower):
     def query_all(self, batch, last_only: bool = False):
         """``[B, L, D]``: every position sees every real position of the (masked) sequence."""
         seq = batch["seq"]
-        pos = right_aligned_positions(seq, self.max_seq_len)
-        keep = (seq != 0).unsqueeze(-1)
-        x = self.drop(self.emb_ln(self.item_emb(seq) + self.pos_emb(pos).unsqueeze(0))) * keep
-        return self.head(self.last_ln(run_blocks(self.blocks, x, padding_mask(seq), keep, last_only)))
+        return self.head(self.encoder(self.item_emb(seq), seq, last_only))
 
     def query(self, batch):
         """The query at the last position: the mask token that ``mlm`` evaluation batches append.
