@@ -5,7 +5,7 @@
     python bench/edge.py --no-train   # the latency table only
 
 1. **Latency** (untrained weights: time does not depend on them). For every registered model
-   with an on-device part (``edge_model``), at ml-1m's size (3,707 items, sequence length 50)
+   with an on-device part (``edge_parts()``), at ml-1m's size (3,707 items, sequence length 50)
    with the hyper-parameters of ``configs/model/<Model>.yaml``, plus PINRec's SASRec and
    GRU4Rec trunks: the export (default exporter, verified; the parity figure is its max abs
    difference against PyTorch), the ONNX file size, and for one request (batch 1, a full
@@ -14,12 +14,14 @@
    (``torch.set_num_threads(1)``, ``inference_mode``), and the throughput at batch 256; the
    int8 copy's size and p50. Target (issue 5): PINRec's device model p50 < 1 ms and faster
    than PyTorch eager.
-2. **Accuracy** (a PINRec trained for a few epochs on the generated data by the command line):
-   the int8 copy's test AUC against the float export's; the model cut at ``--cut``
-   (default ``classifier``: the ``[B, 2D]`` classifier input crosses the network) with each
-   codec's AUC loss against no compression and payload per request (RTCoInfer's table); and the
-   controller along a simulated bandwidth trace (the codec it picks per segment, latency
-   against the budget).
+2. **Accuracy**, for every model with an on-device part (each trained for a few epochs on the
+   generated data by the command line): the int8 copy's test AUC against the float export's,
+   each file on the test rows it serves; the first device model cut at ``--cut`` (default
+   ``classifier``: the classifier input crosses the network; a model without that stage is cut at
+   its first cut point) with each codec's AUC loss against no compression and payload per
+   request (RTCoInfer's table); and the controller along a simulated bandwidth trace (the codec
+   it picks per segment, latency against the budget). Everything model-specific comes from the
+   model's ``edge_parts()``.
 
 Prints markdown tables with the machine line (``bench/common.py``); writes
 ``bench/results/edge-<stamp>/edge.json`` and ``edge.md``.
@@ -72,12 +74,14 @@ def model_kwargs(name: str):
 
 
 def edge_models():
-    """(label, model) for every registered model with an on-device part, plus PINRec's other trunks."""
+    """(label, model) for every registered model with an on-device part (``edge_parts()``), plus
+    PINRec's other trunks."""
+    from recstudio_edge.edge.protocol import has_edge_part
     from recstudio_edge.model import create_model, get_model_class, list_models
 
     out = []
     for name in list_models():
-        if not callable(getattr(get_model_class(name), "edge_model", None)):
+        if not has_edge_part(get_model_class(name)):
             continue
         kw = model_kwargs(name)
         torch.manual_seed(0)
@@ -90,8 +94,20 @@ def edge_models():
     return out
 
 
+def full_request(part, batch: int):
+    """Valid inputs at ``batch`` rows and full length: every history holds ``SEQ`` real items (the
+    slowest request), every other input as the part's own examples."""
+    x = part.example_inputs(batch, {"seq": SEQ})
+    g = torch.Generator().manual_seed(1)
+    for spec in part.inputs:
+        if spec.padding is not None:
+            x[spec.name] = torch.randint(spec.low, spec.high + 1, tuple(x[spec.name].shape), generator=g)
+    return x
+
+
 def latency_rows(reps: int, reps_batch: int, folder: Path):
-    from recstudio_edge.edge.onnx_export import edge_spec, export_edge_models
+    from recstudio_edge.edge.onnx_export import export_edge_models
+    from recstudio_edge.edge.protocol import edge_parts_of
     from recstudio_edge.edge.quantize import quantize_file
     from recstudio_edge.edge.runtime import EdgePredictor
 
@@ -99,18 +115,15 @@ def latency_rows(reps: int, reps_batch: int, folder: Path):
     rows, raw = [], []
     for label, model in edge_models():
         model.eval()
-        variant = edge_spec(model)["variants"][0]
+        variant, part = edge_parts_of(model).first()
         out = folder / label.replace("[", "_").replace("]", "")
         t0 = time.perf_counter()
         (rep,) = export_edge_models(model, out, variants=[variant]).values()
         export_s = time.perf_counter() - t0
         q = quantize_file(rep["path"])
         ort_p, q_p = EdgePredictor(rep["path"], threads=1), EdgePredictor(q["path"], threads=1)
-        edge = model.edge_model() if variant is None else model.edge_model(variant)
-        one = model.example_inputs(1, SEQ)
-        if "seq" in one:  # a full history: the longest (slowest) request
-            one["seq"] = torch.randint(1, NUM_ITEMS, (1, SEQ))
-        big = model.example_inputs(256, SEQ)
+        edge = part.module
+        one, big = full_request(part, 1), part.example_inputs(256, {"seq": SEQ})
         np1 = {k: v.numpy() for k, v in one.items()}
         npb = {k: v.numpy() for k, v in big.items()}
         names = ort_p.input_names
@@ -145,7 +158,9 @@ def latency_rows(reps: int, reps_batch: int, folder: Path):
     return md_table(head, rows), raw
 
 
-def train_pinrec(work: Path, quick: bool):
+def train_model(name: str, work: Path, quick: bool):
+    """Train ``name`` for a few epochs on generated data by the command line, then export it
+    (``--export.quantize=true``); returns (train result, export result)."""
     from recstudio_edge.cli import main
     from recstudio_edge.runner import RUN_DIR_ENV
 
@@ -155,53 +170,69 @@ def train_pinrec(work: Path, quick: bool):
               *gen, "--data.generator.mean_per_user=40", "--data.generator.min_per_user=10"]
     os.environ.pop(RUN_DIR_ENV, None)
     epochs = 3 if quick else 6
-    res = main(["-m=PINRec", f"--epochs={epochs}", f"--stage_switch_epoch={1 if quick else 3}",
+    # plugin_stage applies to models with plugin sites (PINRec) and is ignored by the others
+    res = main([f"-m={name}", f"--epochs={epochs}", f"--stage_switch_epoch={1 if quick else 3}",
                 "--eval_neg_per_pos=5", "--train.batch_size=256", "--lr=0.005", *common])
     os.environ.pop(RUN_DIR_ENV, None)
-    ckpt = Path(res["best_ckpt"])
-    exp = main(["--task=export", f"--ckpt={ckpt}", "--export.quantize=true", *common])
+    exp = main(["--task=export", f"--ckpt={res['best_ckpt']}", "--export.quantize=true", *common])
     os.environ.pop(RUN_DIR_ENV, None)
     res["epochs_run"] = epochs
-    return res, exp, common
+    return res, exp
 
 
-def accuracy_tables(work: Path, quick: bool, cut: str, trace_spec):
-    from recstudio_edge.cli import main  # noqa: F401
+def cut_point(part, wanted: str) -> str:
+    """``wanted`` when the device model can be cut there, else its first cut point."""
+    names = part.module.stage_names()
+    return wanted if any(n == wanted or n.startswith(wanted + ".") for n in names) else names[0]
+
+
+def accuracy_tables(name: str, work: Path, quick: bool, cut: str, trace_spec):
+    """int8, codec and controller tables of one edge model, trained briefly on generated data;
+    the split and the codecs on its first device variant, over the test rows that variant serves."""
     from recstudio_edge.config import build_config
     from recstudio_edge.edge.onnx_export import labelled_batches
+    from recstudio_edge.edge.protocol import edge_parts_of, select_rows
     from recstudio_edge.edge.runtime import EdgePredictor
     from recstudio_edge.edge.split import (BandwidthTrace, CodecProfile, SplitController, SplitPipeline,
                                            codec_accuracy, export_split, make_codec)
+    from recstudio_edge.checkpoint import load_weights
     from recstudio_edge.model import get_model_class
-    from recstudio_edge.runner import build_datamodule, build_model, load_weights
+    from recstudio_edge.runner import build_datamodule, build_model
 
     t0 = time.perf_counter()
-    res, exp, common = train_pinrec(work, quick)
+    res, exp = train_model(name, work / name, quick)
     train_s = time.perf_counter() - t0
     out = {"train": {k: res[k] for k in ("test", "epochs_run", "train_seconds", "best_ckpt")}, "train_wall_s": train_s}
-    state = torch.load(res["best_ckpt"], map_location="cpu", weights_only=True)
-    out["train"]["plugins_on_in_best"] = bool(state["state_dict"].get("plugins_on", torch.tensor(False)))
-    # quantisation: what --task=export --export.quantize=true reported, per group file
+    # quantisation: what --task=export --export.quantize=true reported, per device file
     qrows = []
-    for name, r in exp["export"].items():
+    for variant, r in exp["export"].items():
         q = r["int8"]
-        qrows.append([f"group {name}", f"{q['float_bytes'] / 1024:.0f}", f"{q['bytes'] / 1024:.0f}", f"{q['ratio']:.2f}",
-                      f"{q['auc_float']:.4f}", f"{q['auc_int8']:.4f}", f"{q['auc_delta']:+.4f}",
-                      f"{q['max_abs_prob_diff']:.4f}", str(q["rows"])])
+        if "auc_float" not in q:
+            qrows.append([variant, f"{q['float_bytes'] / 1024:.0f}", f"{q['bytes'] / 1024:.0f}", f"{q['ratio']:.2f}",
+                          "-", "-", "-", "-", q.get("accuracy", "")])
+            continue
+        qrows.append([f"{variant} ({q['rows_of']})" if q.get("rows_of") else variant, f"{q['float_bytes'] / 1024:.0f}",
+                      f"{q['bytes'] / 1024:.0f}", f"{q['ratio']:.2f}", f"{q['auc_float']:.4f}", f"{q['auc_int8']:.4f}",
+                      f"{q['auc_delta']:+.4f}", f"{q['max_abs_prob_diff']:.4f}", str(q["rows"])])
     out["quantization"] = {k: r["int8"] for k, r in exp["export"].items()}
     qtable = md_table(["file", "float KB", "int8 KB", "ratio", "test AUC float", "test AUC int8", "delta",
                        "max abs prob diff", "rows"], qrows)
-    # split inference on the trained model, group 0's file, over group 0's test rows
+    # split inference on the trained model, its first device variant, over the rows it serves
     run_dir = Path(res["run_dir"])
-    cfg = build_config("PINRec", None, str(run_dir / "config.yaml"), {}, get_model_class("PINRec"))
-    dm = build_datamodule(cfg, get_model_class("PINRec"))
-    model = build_model(cfg, get_model_class("PINRec"), dm)
+    cls = get_model_class(name)
+    cfg = build_config(name, None, str(run_dir / "config.yaml"), {}, cls)
+    dm = build_datamodule(cfg, cls)
+    model = build_model(cfg, cls, dm)
     load_weights(model, res["best_ckpt"])
     model.eval()
-    rep = export_split(model, cut, work / "split", variant=0, config=cfg)
+    variant, part = edge_parts_of(model).first()
+    layer = cut_point(part, cut)
+    rep = export_split(model, layer, work / name / "split", variant=variant, config=cfg)
     dev, cloud = EdgePredictor(rep["device"]["path"]), EdgePredictor(rep["cloud"]["path"])
-    batches = [b for b in labelled_batches(dm) if "group_id" in b]
-    batches = [{k: v[b["group_id"] == 0] for k, v in b.items()} for b in batches] if batches else labelled_batches(dm)
+    batches = labelled_batches(dm)
+    if part.rows:
+        batches = [{k: v[select_rows(part, b)] for k, v in b.items()} for b in batches]
+        batches = [b for b in batches if len(b["label"])]
     codecs = ["none", "fp16", "int8", "topk:0.5", "topk:0.25"]
     acc = codec_accuracy(dev, cloud, codecs, batches)
     one = {k: v[:1] for k, v in batches[0].items()}
@@ -214,8 +245,9 @@ def accuracy_tables(work: Path, quick: bool, cut: str, trace_spec):
                      f"{prof[a['codec'] + '_encode_ms'] * 1000:.0f}", f"{prof[a['codec'] + '_decode_ms'] * 1000:.0f}"])
     ctable = md_table(["codec", "bytes / request", "test AUC", "AUC loss vs none", "mean abs prob diff", "max abs prob diff",
                        "max abs error of the cut tensor", "encode us", "decode us"], crow)
-    out["split"] = {"layer": cut, "cut_shape": rep["cut_shape"], "rows": int(sum(len(b["label"]) for b in batches)),
-                    "codecs": acc, "profile_ms": prof,
+    served = ", ".join(f"{k}={v}" for k, v in part.rows.items()) or "all rows"
+    out["split"] = {"variant": variant, "rows_of": served, "layer": layer, "cut_shape": rep["cut_shape"],
+                    "rows": int(sum(len(b["label"]) for b in batches)), "codecs": acc, "profile_ms": prof,
                     "parity": {"device": rep["device"]["max_abs_diff"], "cloud": rep["cloud"]["max_abs_diff"]}}
     # the controller along a trace: requests every 50 ms, budget 10 ms
     budget, rtt = 10.0, 0.0
@@ -281,18 +313,23 @@ def main(argv=None):
             md += [verdict, ""]
             result["target"] = {"met": ok, "line": verdict}
         if not args.no_train:
+            from recstudio_edge.edge.protocol import has_edge_part
+            from recstudio_edge.model import get_model_class, list_models
+
             trace = [(0.0, 200e3), (2.0, 25e3), (4.0, 12e3), (6.0, 8e3), (8.0, 2e3), (10.0, 200e3)]
-            out, qtable, ctable, stable = accuracy_tables(work, args.quick, args.cut, trace)
-            result.update(out)
-            t = out["train"]["test"]
-            md += [f"### int8 dynamic quantisation (PINRec trained {out['train']['epochs_run']} epochs on generated data, "
-                   f"test AUC {t.get('auc', float('nan')):.4f}; best checkpoint with plugins "
-                   f"{'on' if out['train']['plugins_on_in_best'] else 'off'}; each group's file on its group's test rows)",
-                   "", qtable, "",
-                   f"### Split at `{args.cut}` (cut tensor {out['split']['cut_shape'][1:]} per request), "
-                   f"codec accuracy on {out['split']['rows']} test rows of group 0", "", ctable, "",
-                   "### Controller along a simulated bandwidth trace (a request every 50 ms, budget 10 ms, "
-                   "measured compute times, simulated transfer)", "", stable, ""]
+            result["accuracy"] = {}
+            for name in (n for n in list_models() if has_edge_part(get_model_class(n))):
+                print(f"accuracy tables: {name} (training on generated data)", flush=True)
+                out, qtable, ctable, stable = accuracy_tables(name, work, args.quick, args.cut, trace)
+                result["accuracy"][name] = out
+                t, sp = out["train"]["test"], out["split"]
+                md += [f"### {name}: int8 dynamic quantisation (trained {out['train']['epochs_run']} epochs on generated "
+                       f"data, test AUC {t.get('auc', float('nan')):.4f}; each file on the test rows it serves)",
+                       "", qtable, "",
+                       f"### {name}: split at `{sp['layer']}` (cut tensor {sp['cut_shape'][1:]} per request), codec "
+                       f"accuracy on {sp['rows']} test rows of variant {sp['variant']} ({sp['rows_of']})", "", ctable, "",
+                       f"### {name}: controller along a simulated bandwidth trace (a request every 50 ms, budget 10 ms, "
+                       "measured compute times, simulated transfer)", "", stable, ""]
     text = "\n".join(md)
     print("\n" + text)
     (res_dir / "edge.md").write_text(text + "\n")

@@ -19,6 +19,16 @@ def small_pinrec(trunk: str = "DIN", groups: int = 2, num_items: int = 40, embed
     return model
 
 
+def device(model, variant="0"):
+    """The model's device ``Part`` ``variant`` (``recstudio_edge.edge.protocol``)."""
+    return model.edge_parts().device[str(variant)]
+
+
+def examples(model, batch=4, length=None, variant="0"):
+    """Valid inputs of a device model: ``{name: tensor}`` at this batch size and sequence length."""
+    return device(model, variant).example_inputs(batch, {"seq": length} if length else None)
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """``(model, {variant: report})``: the small PINRec exported with the TorchScript exporter."""

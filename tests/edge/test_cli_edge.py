@@ -80,8 +80,34 @@ def test_a_model_without_an_edge_part_is_refused_before_any_run_folder(run_cli, 
     for args in (["--task=infer", "--backend=onnx"], ["--task=export"]):
         with pytest.raises(SystemExit):
             run_cli(*args, f"--ckpt={run / 'best.ckpt'}", QUIET)
-        assert "BPR has no on-device part (edge_model() and example_inputs())" in capsys.readouterr().err
+        assert "BPR has no on-device part (it defines no edge_parts())" in capsys.readouterr().err
     assert sorted((tmp_path / "out" / "BPR" / "synthetic").iterdir()) == before
+
+
+def test_export_split_writes_verified_halves_that_compose_to_the_whole(run_cli):
+    """--export.split=<stage>: every device model is also cut there; the device half's output
+    (``cut``) fed to the cloud half gives the whole file's probabilities, in onnxruntime."""
+    from recstudio_edge.edge.runtime import EdgePredictor
+
+    _, run = run_cli("-m=PINRec", "--epochs=1", "--stage_switch_epoch=0", "--model.group_num=2", "--data.group_num=2",
+                     "--model.embed_dim=8", "--eval_neg_per_pos=3", QUIET)
+    res, out = run_cli("--task=export", f"--ckpt={run / 'best.ckpt'}", "--export.split=classifier.2", FAST, QUIET)
+    ex = {"item_id": np.arange(1, 9), "seq": np.tile(np.arange(0, 10), (8, 1))}
+    for g in ("0", "1"):
+        sp = res["export"][g]["split"]
+        assert sp["layer"] == "classifier.2" and sp["variant"] == g and sp["composed_max_abs_diff"] <= 1e-5
+        dev, cloud = EdgePredictor(out / f"split_{g}" / "device.onnx"), EdgePredictor(out / f"split_{g}" / "cloud.onnx")
+        assert dev.sidecar["split"] == {"part": "device", "layer": "classifier.2"} and dev.sidecar["rows"] == {"group_id": int(g)}
+        cut = dev.run(ex)["cut"]
+        assert cut.shape == (8, 128)
+        np.testing.assert_allclose(cloud.predict({"cut": cut}), EdgePredictor(out / f"edge_{g}.onnx").predict(ex), atol=1e-6)
+
+
+def test_export_split_names_the_cut_points_of_a_wrong_stage(run_cli, capsys):
+    _, run = run_cli("-m=DIN", "--epochs=1", "--model.embed_dim=8", QUIET)
+    with pytest.raises(SystemExit):
+        run_cli("--task=export", f"--ckpt={run / 'best.ckpt'}", "--export.split=clasifier", FAST, QUIET)
+    assert "cannot cut at 'clasifier': the cut points are ['classifier.0'" in capsys.readouterr().err
 
 
 def test_the_cli_knows_the_exporters_the_exporter_knows():

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recstudio_edge.edge import OnnxExportError, export_edge_models, export_onnx
-from tests.edge.conftest import small_pinrec
+from tests.edge.conftest import device, examples, small_pinrec
 
 
 # SASRec goes through the default exporter (dynamo; TorchScript's graph of it has a bool EyeLike
@@ -49,7 +49,7 @@ def _check_group_files(model, reports, folder, groups):
         assert {c["sizes"]["batch"] for c in r["checks"]} == {4, 7} and {c["sizes"]["seq"] for c in r["checks"]} == {12, 6}
         assert r["inputs"] == ["item_id", "seq"] and r["outputs"] == ["probability"]  # the batch's field names
         # sizes never seen at export: batch 9, length 5, against the model's own routed scoring
-        ex = model.example_inputs(9, 5)
+        ex = examples(model, 9, 5)
         sess = ort.InferenceSession(r["path"], providers=["CPUExecutionProvider"])
         (p,) = sess.run(None, {k: v.numpy() for k, v in ex.items()})
         with torch.no_grad():

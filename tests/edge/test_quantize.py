@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.edge.conftest import device, examples
 from recstudio_edge.edge.quantize import auc_score, quantization_report, quantize_file
 from recstudio_edge.edge.runtime import EdgePredictor
 
@@ -28,9 +29,9 @@ def test_quantized_copy_is_smaller_served_and_reports_its_delta(exported, tmp_pa
     assert side["sha256"] == hashlib.sha256(Path(q["path"]).read_bytes()).hexdigest()
     assert side["inputs"] == json.loads(src.with_suffix(".json").read_text())["inputs"]  # same checks apply
     # labelled rows: clicks drawn from the float model's own probabilities
-    ex = {k: v.numpy() for k, v in model.example_inputs(400, 12).items()}
+    ex = {k: v.numpy() for k, v in examples(model, 400, 12).items()}
     with torch.no_grad():
-        p = model.edge_model(0)(*(torch.from_numpy(v) for v in ex.values())).numpy()
+        p = device(model, "0").module(*(torch.from_numpy(v) for v in ex.values())).numpy()
     labels = (np.random.default_rng(0).random(400) < p).astype(np.float32)
     batches = [{k: v[s:s + 100] for k, v in {**ex, "label": labels}.items()} for s in range(0, 400, 100)]
     rep = quantization_report(src, q["path"], batches)

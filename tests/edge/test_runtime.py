@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.edge.conftest import device, examples
 from recstudio_edge.edge.runtime import EdgeInputError, EdgeModelError, EdgePredictor
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def good_batch(model, batch=5, length=7):
-    return {k: v.numpy() for k, v in model.example_inputs(batch, length).items()}
+    return {k: v.numpy() for k, v in examples(model, batch, length).items()}
 
 
 def test_predict_matches_pytorch_and_accepts_batch_fields(exported):
@@ -26,7 +27,7 @@ def test_predict_matches_pytorch_and_accepts_batch_fields(exported):
     assert p.input_names == ["item_id", "seq"] and p.output_names == ["probability"]
     b = good_batch(model)
     with torch.no_grad():
-        want = model.edge_model(1)(torch.from_numpy(b["item_id"]), torch.from_numpy(b["seq"])).numpy()
+        want = device(model, "1").module(torch.from_numpy(b["item_id"]), torch.from_numpy(b["seq"])).numpy()
     np.testing.assert_allclose(p.predict(b), want, atol=1e-5)
     # int32 ids are cast; extra batch fields are dropped on request
     np.testing.assert_allclose(p.predict({"item_id": b["item_id"].astype(np.int32), "seq": b["seq"].astype(np.int32),
@@ -104,5 +105,5 @@ def test_runtime_imports_and_serves_with_torch_blocked(exported, tmp_path):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["heavy"] == [] and res["int8_bytes"] > 0
     with torch.no_grad():
-        want = model.edge_model(0)(torch.tensor([1, 2, 39]), torch.tensor([[0, 0, 3], [4, 5, 6], [0, 7, 8]]))
+        want = device(model, "0").module(torch.tensor([1, 2, 39]), torch.tensor([[0, 0, 3], [4, 5, 6], [0, 7, 8]]))
     np.testing.assert_allclose(res["out"], want.numpy(), atol=1e-5)

@@ -9,7 +9,7 @@ import torch
 
 from recstudio_edge.edge.split import (BandwidthTrace, CodecProfile, SplitController, SplitPipeline, codec_accuracy,
                                        codec_bound, decode, export_split, make_codec)
-from tests.edge.conftest import small_pinrec
+from tests.edge.conftest import device, examples, small_pinrec
 
 CODECS = ["none", "fp16", "int8", "topk", "topk:0.5"]
 
@@ -101,15 +101,15 @@ def test_model_cut_at_a_named_layer_runs_split_and_matches(tmp_path):
 
     model = small_pinrec(groups=2)
     with pytest.raises(ValueError, match=r"cannot cut at 'clasifier': the cut points are \['classifier\.0', .*'output'\] \(did you mean 'classifier'"):
-        model.edge_model(1).split("clasifier")
+        device(model, "1").module.split("clasifier")
     r = export_split(model, "classifier.2", tmp_path, variant=1, exporter="torchscript")
     assert r["cut_shape"] == [4, 128] and r["device"]["max_abs_diff"] <= 1e-4 and r["cloud"]["max_abs_diff"] <= 1e-4
     dev, cloud = EdgePredictor(r["device"]["path"]), EdgePredictor(r["cloud"]["path"])
     assert dev.input_names == ["item_id", "seq"] and cloud.input_names == ["cut"] and cloud.output_names == ["probability"]
     assert dev.sidecar["split"] == {"part": "device", "layer": "classifier.2"}
-    ex = model.example_inputs(1, 12)
+    ex = examples(model, 1, 12)
     with torch.no_grad():
-        want = model.edge_model(1)(*ex.values()).numpy()
+        want = device(model, "1").module(*ex.values()).numpy()
     prof = [CodecProfile(make_codec(c), loss) for c, loss in [("none", 0), ("fp16", 1e-4), ("int8", 1e-3)]]
     ctl = SplitController(prof, budget_ms=50.0, device_ms=1.0, cloud_ms=1.0)
     pipe = SplitPipeline(dev, cloud, ctl, BandwidthTrace([(0, 1e6)]))
@@ -129,10 +129,10 @@ def test_codec_accuracy_reports_no_loss_for_none_and_smaller_payloads(tmp_path):
     model = small_pinrec(groups=1)
     r = export_split(model, "classifier", tmp_path, exporter="torchscript")
     dev, cloud = EdgePredictor(r["device"]["path"]), EdgePredictor(r["cloud"]["path"])
-    ex = {k: v.numpy() for k, v in model.example_inputs(200, 12).items()}
+    ex = {k: v.numpy() for k, v in examples(model, 200, 12).items()}
     rng = np.random.default_rng(0)
     with torch.no_grad():
-        p = model.edge_model(0)(*(torch.from_numpy(v) for v in ex.values())).numpy()
+        p = device(model, "0").module(*(torch.from_numpy(v) for v in ex.values())).numpy()
     batches = [{**ex, "label": (rng.random(200) < p).astype(np.float32)}]
     rows = {r_["codec"]: r_ for r_ in codec_accuracy(dev, cloud, ["none", "fp16", "int8", "topk"], batches)}
     assert rows["none"]["auc_loss"] == 0.0 and rows["none"]["max_abs_prob_diff"] == 0.0
