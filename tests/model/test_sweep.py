@@ -9,6 +9,7 @@ import torch
 
 from recstudio_edge.model import create_model, get_model_class, list_models
 from recstudio_edge.data.datamodule import RecDataModule
+from recstudio_edge.edge.protocol import has_edge_part
 
 DATA = {"name": "synthetic", "format": "auto", "generator": {"num_users": 120, "num_items": 80,
                                                             "mean_per_user": 20, "min_per_user": 6},
@@ -72,7 +73,7 @@ def test_model_trains_evaluates_and_reloads(name, datamodules):
     torch.testing.assert_close(a, b)
 
 
-EDGE_MODELS = [m for m in list_models() if callable(getattr(get_model_class(m), "edge_model", None))]
+EDGE_MODELS = [m for m in list_models() if has_edge_part(get_model_class(m))]
 
 
 def test_the_edge_sweep_covers_the_device_cloud_models():
@@ -81,28 +82,29 @@ def test_the_edge_sweep_covers_the_device_cloud_models():
 
 @pytest.mark.parametrize("name", EDGE_MODELS)
 def test_edge_part_exports_and_serves_without_torch(name, datamodules, tmp_path):
-    """Every model with an on-device part (``edge_model``) exports as ``--task=export`` does
+    """Every model with an on-device part (``edge_parts()``) exports as ``--task=export`` does
     (default exporter, sidecar, parity check against PyTorch), and the torch-free runtime serves
     a real evaluation batch (its fields are the ONNX input names) with PyTorch's outputs; the list
-    is taken from the registry, so a new model with an ``edge_model`` joins it. One variant per
+    is taken from the registry, so a new model with ``edge_parts`` joins it. One variant per
     model (PINRec: the first group) keeps it short."""
     cls = get_model_class(name)
-    from recstudio_edge.edge.onnx_export import edge_spec, export_edge_models
-    from recstudio_edge.edge.runtime import EdgePredictor
+    from recstudio_edge.edge.onnx_export import export_edge_models
+    from recstudio_edge.edge.protocol import edge_parts_of
+    from recstudio_edge.edge.runtime import EdgeRouter
 
     dm = datamodules(cls.data_kind)
     torch.manual_seed(0)
     model = create_model(name, num_users=dm.num_users, num_items=dm.num_items, max_seq_len=12, topk=[5, 10]).eval()
-    variant = edge_spec(model)["variants"][0]
+    variant, part = edge_parts_of(model).first()
     reports = export_edge_models(model, tmp_path, variants=[variant])
     (report,) = reports.values()
     assert report["max_abs_diff"] <= 1e-4 and len(report["checks"]) >= 2
-    predictor = EdgePredictor(report["path"])
+    router = EdgeRouter([report["path"]])
     batch = dm.eval_dataset("test")[torch.arange(8)]
-    names = predictor.input_names
-    feed = {n: batch[n] for n in names} if set(names) <= set(batch) else model.example_inputs()
-    edge = model.edge_model() if variant is None else model.edge_model(variant)
+    names = part.input_names
+    feed = {n: batch[n] for n in names} if set(names) <= set(batch) else part.example_inputs(8)
+    feed.update({k: torch.full((8,), int(v)) for k, v in part.rows.items()})  # rows of the variant's kind
     with torch.no_grad():
-        want = edge(*(feed[n] for n in names))
-    got = predictor.predict({n: v.numpy() for n, v in feed.items()})
+        want = part(feed)
+    got = router.predict({n: v.numpy() for n, v in feed.items()})
     torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=1e-5)
