@@ -45,7 +45,14 @@ def test_model_key_checked_against_constructor():
 
 
 def test_model_parameters_work_as_leaf_names():
+    # docs/configuration.md, "Command-line forms": a bare model key needs no ``model.`` prefix
     assert cfg_for("SASRec", embed_dim="32")["model"]["embed_dim"] == 32
+    c = cfg_for("BPR", embed_dim="32", lr="0.5")
+    assert c["model"]["embed_dim"] == 32 and c["train"]["lr"] == 0.5 and "lr" not in c["model"]
+    # ... unless a key of base.yaml has the same last name: then the full key says which
+    with pytest.raises(ConfigError, match=r"--group_num is ambiguous.*--data.group_num, --model.group_num"):
+        cfg_for("PINRec", group_num="3")
+    assert cfg_for("PINRec", **{"model.group_num": "3"})["model"]["group_num"] == 3
 
 
 def test_trainer_keys_the_runner_owns_are_refused():

@@ -1,4 +1,4 @@
-"""``PluginStage``: two-stage plugin training (PINRec's schedule, MODELS.md), for any model with plugin sites.
+"""``PluginStage``: two-stage plugin training (PINRec's schedule, docs/models.md), for any model with plugin sites.
 
 Stage 1, epochs ``< stage_switch_epoch``: the trunk alone (plugins off), plain mean loss.
 Stage 2, from ``stage_switch_epoch`` on (switched at that epoch's start):
