@@ -1,4 +1,5 @@
-"""Losses, scorers, samplers and layers against values computed by hand."""
+"""Losses, scorers, samplers and layers against values computed by hand; the shared encoders and
+the models that compose them; DIN as a plain network wrapped by its tower, and its device part."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.registry import LOSSES, SAMPLERS, SCORERS
-from recstudio_edge.model.layers import GRUEncoder, TargetAttention, causal_padding_mask
+from recstudio_edge.model.layers import (GRUEncoder, GRUStack, TargetAttention, TargetAttentionEncoder, TransformerBlock,
+                                         TransformerStack, causal_padding_mask, padding_mask)
 from recstudio_edge.model.layers.dropout import fast_dropout
 
 
@@ -149,3 +151,133 @@ def test_mlp_scorer_all_in_chunks_equals_pairwise_scores():
     q, v = torch.randn(7, 8), torch.randn(5, 8)
     pairwise = torch.stack([torch.stack([m(q[i], v[j]) for j in range(5)]) for i in range(7)])
     torch.testing.assert_close(m.all(q, v), pairwise)
+
+
+# ---- the shared encoders ----------------------------------------------------------------------
+def test_transformer_stack_by_hand():
+    """Right-aligned positions, padding zeroed, blocks under the mask, final layer norm; a shorter
+    history takes the last positions of the table; ``last_only`` is the last position, exactly."""
+    torch.manual_seed(0)
+    seq = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    x = torch.randn(2, 5, 8)
+    for mask, make_mask, input_norm in (("causal", causal_padding_mask, False), ("padding", padding_mask, True)):
+        st = TransformerStack(8, 6, 2, 2, 16, 0.0, "relu", mask=mask, input_norm=input_norm).eval()
+        with torch.no_grad():
+            for L in (5, 3):
+                s_, x_ = seq[:, -L:], x[:, -L:]
+                keep = (s_ != 0).unsqueeze(-1)
+                h = x_ + st.pos_emb.weight[6 - L:]  # the latest item sits at position max_seq_len - 1
+                h = st.emb_ln(h) if input_norm else h
+                h = h * keep
+                for blk in st.blocks:
+                    h = blk(h, make_mask(s_)) * keep
+                want = st.last_ln(h)
+                got = st(x_, s_)
+                torch.testing.assert_close(got, want)
+                torch.testing.assert_close(st(x_, s_, last_only=True)[:, -1], got[:, -1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        TransformerStack(8, 4, 1, 1, 8, 0.0)(x, seq)
+
+
+def test_gru_stack_and_target_attention_encoder_by_hand():
+    torch.manual_seed(0)
+    gs = GRUStack(4, 6, 1, 0.0, out_dim=3).eval()
+    x, n = torch.randn(2, 5, 4), torch.tensor([5, 2])
+    with torch.no_grad():
+        want = gs.proj(gs.encoder(x, n))
+        torch.testing.assert_close(gs(x, n), want)
+        torch.testing.assert_close(gs(x, n, last_only=True)[:, 0], want[:, -1])
+    enc = TargetAttentionEncoder(4)
+    t, h = torch.randn(2, 4), torch.randn(2, 3, 4)
+    seq = torch.tensor([[0, 7, 8], [1, 2, 3]])
+    torch.testing.assert_close(enc(t, h, seq), enc.attention(t, torch.tanh(enc.seq_trans[0](h)), seq != 0))
+
+
+def encoders_of(model):
+    return [m for m in model.modules() if isinstance(m, (TransformerStack, GRUStack, TargetAttentionEncoder))]
+
+
+@pytest.mark.parametrize("name,kw,cls", [
+    ("SASRec", {}, TransformerStack), ("BERT4Rec", {}, TransformerStack), ("GRU4Rec", {}, GRUStack),
+    ("DIN", {}, TargetAttentionEncoder), ("PINRec", {"arch_config": {"trunk": "DIN"}}, TargetAttentionEncoder),
+    ("PINRec", {"arch_config": {"trunk": "SASRec"}}, TransformerStack),
+    ("PINRec", {"arch_config": {"trunk": "GRU4Rec"}}, GRUStack)])
+def test_models_compose_the_shared_encoders(name, kw, cls):
+    """Each model holds exactly one shared encoder of the expected class, and every transformer
+    block or GRU it has sits inside it (nothing re-assembles a stack by hand)."""
+    from recstudio_edge.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_users=5, num_items=30, max_seq_len=6, **kw)
+    (enc,) = encoders_of(model)
+    assert type(enc) is cls
+    inside = {id(m) for m in enc.modules()}
+    for m in model.modules():
+        if isinstance(m, (TransformerBlock, GRUEncoder, TargetAttention)):
+            assert id(m) in inside, f"{name}: a {type(m).__name__} outside the shared encoder"
+    masks = {"SASRec": "causal", "BERT4Rec": "padding", "PINRec": "causal"}
+    if cls is TransformerStack:
+        assert enc.mask == masks[name]
+
+
+# ---- DIN: a plain network in a tower, and its device part -----------------------------------------
+def tiny_din(**kw):
+    from recstudio_edge.model.ctr.din import DIN
+
+    torch.manual_seed(0)
+    return DIN(num_items=30, embed_dim=8, hidden=(16, 8), max_seq_len=6, **kw)
+
+
+def din_batch(B=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, 30, (B, 6), generator=g)
+    seq[1, :4] = 0
+    seq[2] = 0  # an empty history
+    return {"item_id": torch.randint(1, 30, (B,), generator=g), "seq": seq, "user_id": torch.arange(B),
+            "label": (torch.rand(B, generator=g) < 0.5).float()}
+
+
+@pytest.mark.parametrize("product", [True, False])
+def test_din_network_parts_by_hand(product):
+    import lightning.pytorch as pl
+
+    din = tiny_din(product=product).eval()
+    net = din.net
+    assert isinstance(net, torch.nn.Module) and not isinstance(net, pl.LightningModule)
+    assert [n for n, _ in net.named_children()] == ["features", "classifier"]
+    assert [n for n, _ in net.features.named_children()] == ["item_emb", "target_trans", "encoder"]
+    b = din_batch()
+    f = net.features
+    with torch.no_grad():
+        t = torch.tanh(f.target_trans[0](f.item_emb(b["item_id"])))
+        a = f.encoder.attention(t, torch.tanh(f.encoder.seq_trans[0](f.item_emb(b["seq"]))), b["seq"] != 0)
+        x = torch.cat([t, a, t * a] if product else [t, a], -1)
+        torch.testing.assert_close(din.score(b), net.classifier(x).squeeze(-1))
+    assert torch.equal(a[2], torch.zeros_like(a[2]))
+
+
+def test_din_edge_parts_are_the_whole_network():
+    from recstudio_edge.edge.protocol import EdgeParts, edge_parts_of
+
+    din = tiny_din()
+    parts = edge_parts_of(din)
+    assert isinstance(parts, EdgeParts) and parts.variants == ["edge"] and parts.cloud is None
+    part = parts.device["edge"]
+    assert part.rows == {} and part.input_names == ["item_id", "seq"] and part.output_names == ["probability"]
+    item, seq = part.inputs
+    assert (item.low, item.high, item.padding) == (1, 29, None) and (seq.low, seq.high, seq.padding) == (1, 29, 0)
+    assert part.axis_limits == {"seq": 6} and part.dynamic_axes()["seq"] == {0: "batch", 1: "seq"}
+    mod = part.module
+    assert not mod.training and all(p.device.type == "cpu" for p in mod.parameters())
+    assert mod.stage_names()[:2] == ["classifier.0", "classifier.1"] and mod.stage_names()[-1] == "output"
+    b = din_batch()
+    din.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(part(b), din(b))
+        ex = part.example_inputs(7)
+        torch.testing.assert_close(part(ex), din(ex))
+        before = part(b).clone()
+        for p in din.parameters():  # a snapshot: the model trains on, the part stays
+            p.add_(0.1)
+        assert torch.equal(part(b), before)
+        assert not torch.equal(din(b), before)
