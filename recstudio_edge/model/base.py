@@ -4,7 +4,8 @@ Subclasses do not write training loops: a tower (``towers.py``) turns a batch in
 and evaluation is one of two kinds, chosen by the tower:
 - ``ranking``: full-sort top-k over every item with the user's known items masked
   (recall, precision, map, ndcg, mrr, hit @ each cutoff);
-- ``pointwise``: AUC, GAUC (per-user AUC weighted by impressions) and logloss.
+- ``pointwise``: AUC, GAUC (per-user AUC weighted by impressions) and logloss, and the same
+  per group when the rows carry ``group_id`` (``auc_g{k}`` ..., ``evaluation/groups.py``).
 Metric sums are reduced across processes, so DDP gives the same numbers as one process.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Dict, List, Optional, Sequence
 import lightning.pytorch as pl
 import torch
 
-from ..evaluation.metrics import PointwiseAccumulator, RankingAccumulator
+from ..evaluation.groups import GroupedAccumulator, per_group_metrics
+from ..evaluation.metrics import RankingAccumulator
 from ..evaluation.topk import hits_of_topk, mask_scores_
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
@@ -198,7 +200,7 @@ class Recommender(pl.LightningModule):
     def _new_acc(self):
         if self.eval_kind == "ranking":
             return RankingAccumulator(self.topk, self.metric_names)
-        return PointwiseAccumulator()
+        return GroupedAccumulator()
 
     def _eval_step(self, batch, stage):
         acc = self._acc[stage]
@@ -208,7 +210,7 @@ class Recommender(pl.LightningModule):
                                          self.num_items)
             acc.update(hits, num_pos)
         else:
-            acc.update(self.score(batch).detach(), batch["label"], batch["user_id"])
+            acc.update(self.score(batch).detach(), batch["label"], batch["user_id"], batch.get("group_id"))
 
     def _finish(self, stage):
         acc = self._acc.pop(stage)
@@ -218,11 +220,18 @@ class Recommender(pl.LightningModule):
             count = self._reduce_sum(count.to(self.device))
             values = acc.compute(sums, count)
         else:
-            logits, labels, groups = (self._gather_cat(t.to(self.device)) for t in acc.tensors())
-            values = acc.compute(logits, labels, groups)
+            logits, labels, users = (self._gather_cat(t.to(self.device)) for t in acc.tensors())
+            values = acc.compute(logits, labels, users)
+            group_ids = acc.group_ids()
+            if group_ids is not None:  # the rows carry group_id: the same metrics per group, for the
+                # model's group_num groups when it has one, else up to the largest id of any process
+                group_ids = self._gather_cat(group_ids.to(self.device))
+                n = getattr(self, "group_num", None) or (int(group_ids.max()) + 1 if group_ids.numel() else 0)
+                values.update(per_group_metrics(logits, labels, users, group_ids, int(n)))
         self.last_metrics[stage] = {k: float(v) for k, v in values.items()}
         self.last_metrics_epoch[stage] = self.current_epoch if self._trainer is not None else -1
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items() if not k.startswith("rows_")},
+                      sync_dist=False)
 
     # distributed helpers: sums and concatenations across processes ------------------------
     def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
