@@ -113,8 +113,8 @@ def eval_batches(num_items=30, n_batches=3, B=40, groups=(0, 2), seed=3):
         seq = torch.randint(1, num_items, (B, 6), generator=g)
         n = torch.randint(0, 7, (B,), generator=g)
         seq = seq.masked_fill(torch.arange(6).unsqueeze(0) < (6 - n).unsqueeze(1), 0)
-        out.append({"user_id": torch.randint(1, 9, (B,), generator=g), "item_id": torch.randint(1, num_items, (B,), generator=g),
-                    "seq": seq, "seq_len": n, "label": (torch.rand(B, generator=g) < 0.4).float(),
+        out.append({"user_id": torch.randint(1, 9, (B,), generator=g),
+                    "item_id": torch.randint(1, num_items, (B,), generator=g), "seq": seq, "seq_len": n, "label": (torch.rand(B, generator=g) < 0.4).float(),
                     "group_id": torch.tensor(groups)[torch.randint(0, len(groups), (B,), generator=g)]})
     return out
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.registry import LOSSES, SAMPLERS, SCORERS
-from recstudio_edge.model.layers import (GRUEncoder, GRUStack, TargetAttention, TargetAttentionEncoder, TransformerBlock,
-                                         TransformerStack, causal_padding_mask, padding_mask)
+from recstudio_edge.model.layers import (GRUEncoder, GRUStack, TargetAttention, TargetAttentionEncoder,
+                                         TransformerBlock, TransformerStack, causal_padding_mask, padding_mask)
 from recstudio_edge.model.layers.dropout import fast_dropout
 
 

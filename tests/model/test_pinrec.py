@@ -1,6 +1,7 @@
 """PINRec and its PluginStage callback: gradient aggregation checked against gradients computed
-group by group by hand, per-sample plugin routing, arch_config forms, the two-stage schedule
-(switch epoch, lr / 10, checkpoint and resume), per-group metrics, learning on generated data."""
+group by group by hand, per-sample plugin routing, arch_config forms, the shared encoders of the
+trunks, the device and cloud parts (edge_parts), the two-stage schedule (switch epoch, lr / 10,
+checkpoint and resume), per-group metrics, learning on generated data."""
 from __future__ import annotations
 
 import base64
@@ -13,10 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.callbacks.plugin_stage import PluginStage, group_weights, plugin_stage_from_config
-from recstudio_edge.model.edge.pinrec import (ARCH_DEFAULTS, TRUNKS, PINRec, group_table, load_arch_config,
-                                              per_group_metrics)
+from recstudio_edge.evaluation.groups import group_table
+from recstudio_edge.model import create_model
+from recstudio_edge.model.edge.pinrec import ARCH_DEFAULTS, TRUNKS, GroupAdapters, PINRec, load_arch_config
+from recstudio_edge.model.layers import GRUStack, TargetAttentionEncoder, TransformerStack
 
 N_ITEMS, L = 30, 6
+SHARED_ENCODER = {"DIN": TargetAttentionEncoder, "SASRec": TransformerStack, "GRU4Rec": GRUStack}
 
 
 def tiny(trunk="DIN", groups=4, seed=0, **kw):
@@ -46,7 +50,7 @@ def grads(model):
 def perturb_plugins(model, scale=0.3, seed=5):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.plugins.parameters():
+        for p in (p for site in model.plugin_sites().values() for p in site.parameters()):
             p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
 
 
@@ -82,7 +86,7 @@ def test_aggregated_gradient_is_the_mean_of_per_group_mean_gradients(trunk):
     # targets returns float32 even for float64 logits
     tol = dict(rtol=1e-5, atol=1e-9)
     for name, value in got.items():
-        if name.startswith("plugins."):
+        if ".plugins." in name:
             # plugin copy g: exactly its own group's mean gradient; absent groups: zero
             want = sum(per_group[g][name] for g in per_group)
             torch.testing.assert_close(value, want, **tol, msg=name)
@@ -155,7 +159,7 @@ def test_each_row_uses_only_its_own_groups_plugin(trunk):
         one_by_one = torch.cat([model.logits(batch["item_id"][i:i + 1], batch["seq"][i:i + 1],
                                              batch["group_id"][i:i + 1]) for i in range(len(group))])
         torch.testing.assert_close(before, one_by_one, rtol=1e-5, atol=1e-6)
-        for site in model.plugins.values():  # change group 1's plugins only
+        for site in model.plugin_sites().values():  # change group 1's plugins only
             site.down_w[1].add_(0.5)
             site.up_b[1].add_(0.5)
         after = model.score(batch)
@@ -172,7 +176,7 @@ def test_table_and_per_position_embedding_sites_agree(plugins):
         model = tiny("DIN").double()
         model.set_plugins(plugins)
         perturb_plugins(model)
-        model.embed_mode = mode
+        model.net.features.embed_mode = mode
         batch = batch_of([0, 1, 2, 3, 1, 1, 0, 2])
         model.zero_grad()
         loss = model.compute_loss(batch)
@@ -181,7 +185,7 @@ def test_table_and_per_position_embedding_sites_agree(plugins):
     torch.testing.assert_close(out["rows"][0], out["table"][0])
     for name, g in out["rows"][1].items():
         torch.testing.assert_close(out["table"][1][name], g, msg=name)
-    assert torch.count_nonzero(out["table"][1]["trunk.item_emb.weight"][0]) == 0
+    assert torch.count_nonzero(out["table"][1]["net.features.item_emb.weight"][0]) == 0
 
 
 def test_missing_group_id_is_a_clear_error():
@@ -218,8 +222,8 @@ def test_arch_config_path_and_base64(tmp_path, trunk, form):
         arg = base64.b64encode(text.encode()).decode()
     model = PINRec(num_items=N_ITEMS, embed_dim=8, max_seq_len=L, arch_config=arg)
     assert model.arch == {**load_arch_config(None), **ARCH_DEFAULTS[trunk], **spec}
-    assert type(model.trunk.aggregator).__name__ == f"{trunk}Aggregator"
-    assert model.trunk.classifier[0].out_features == 16
+    assert type(model.net.features.encoder) is SHARED_ENCODER[trunk]
+    assert model.net.classifier[0].out_features == 16
     with torch.no_grad():
         assert torch.isfinite(model.score(batch_of([0, 1, 2]))).all()
 
@@ -240,17 +244,101 @@ def test_arch_config_errors(tmp_path):
     assert load_arch_config(base64.b64encode(b"trunk: gru4rec\n").decode())["trunk"] == "GRU4Rec"
 
 
-# ---- metrics --------------------------------------------------------------------------------------------
-def test_per_group_metrics_and_table():
-    logits = torch.tensor([2.0, -1.0, 0.5, 0.1, -0.3, 1.0])
-    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
-    users = torch.tensor([1, 1, 2, 2, 3, 3])
-    groups = torch.tensor([0, 0, 1, 1, 1, 1])
-    m = per_group_metrics(logits, labels, users, groups, 3)
-    assert m["auc_g0"] == 1.0 and m["rows_g1"] == 4 and m["auc_g1"] == 0.25 and math.isnan(m["auc_g2"])
-    assert m["gauc_g1"] == 0.5  # user 2 right, user 3 wrong
-    text = group_table({"trunk": m, "plugins": m}, 3)
-    assert "auc tail" in text and "auc head" in text and "plugins" in text
+# ---- the trunks are the zoo's encoders ------------------------------------------------------------------
+def zoo_encoder(name):
+    """The history encoder of the zoo's own model ``name`` (DIN, SASRec, GRU4Rec)."""
+    m = create_model(name, num_users=5, num_items=N_ITEMS, max_seq_len=L)
+    return m.net.features.encoder if name == "DIN" else m.encoder
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+def test_each_trunk_composes_the_encoder_of_its_zoo_model(trunk):
+    """PINRec's trunk ``X`` runs the very encoder class that the zoo's model ``X`` runs (no copy)."""
+    model = tiny(trunk)
+    assert type(model.net.features.encoder) is type(zoo_encoder(trunk)) is SHARED_ENCODER[trunk]
+    if trunk == "SASRec":  # the transformer stack is the one of BERT4Rec as well
+        bert = create_model("BERT4Rec", num_users=5, num_items=N_ITEMS, max_seq_len=L)
+        assert type(bert.encoder) is TransformerStack and bert.encoder.mask == "padding"
+        assert model.net.features.encoder.mask == "causal"
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+def test_trunk_summary_is_the_encoders_output_at_the_latest_position(trunk):
+    """The aggregated vector, computed by hand from the encoder: attention (DIN), or the encoder's
+    last position, zeros for an empty history (SASRec, GRU4Rec)."""
+    model = tiny(trunk).eval()
+    b = batch_of([0, 1, 2, 3, 0, 1])
+    b["seq"][2] = 0  # an empty history
+    f = model.net.features
+    with torch.no_grad():
+        h = torch.tanh(f.item_emb(b["seq"]))
+        t = f.target_trans(torch.tanh(f.item_emb(b["item_id"])))
+        got = f.summarise(t, h, b["seq"])
+        if trunk == "DIN":
+            want = f.encoder.attention(t, f.encoder.seq_trans(h), b["seq"] != 0)
+        elif trunk == "SASRec":
+            want = f.encoder(h, b["seq"])[:, -1]
+        else:
+            want = f.encoder(h, (b["seq"] != 0).sum(1))[:, -1]
+        want[2] = 0.0
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[2], torch.zeros_like(got[2]))
+    # and the features the classifier sees are [target, summary] (product off by default)
+    with torch.no_grad():
+        torch.testing.assert_close(f(b["item_id"], b["seq"]), torch.cat([t, torch.tanh(got)], -1))
+
+
+# ---- the device and cloud parts ------------------------------------------------------------------------
+@pytest.mark.parametrize("trunk", TRUNKS)
+@pytest.mark.parametrize("plugins", [False, True])
+def test_edge_parts_one_device_model_per_group_and_the_routed_cloud(trunk, plugins):
+    model = tiny(trunk)
+    model.set_plugins(plugins)
+    perturb_plugins(model)
+    parts = model.edge_parts()
+    model.eval()
+    assert parts.variants == ["0", "1", "2", "3"]
+    B = 7
+    for g, (name, part) in enumerate(parts.device.items()):
+        assert name == str(g) and part.rows == {"group_id": g}
+        assert part.input_names == ["item_id", "seq"] and part.output_names == ["probability"]
+        assert part.axis_limits == {"seq": L}
+        mod = part.module
+        assert not mod.training and all(p.device.type == "cpu" for p in mod.parameters())
+        assert [n for n, _ in mod.named_children()] == ["features", "classifier", "output"]
+        assert not any(isinstance(m, GroupAdapters) for m in mod.modules()), "a device model holds one group"
+        ex = part.example_inputs(B, {"seq": L}, seed=g)
+        with torch.no_grad():
+            want = torch.sigmoid(model.logits(ex["item_id"], ex["seq"], torch.full((B,), g) if plugins else None))
+            torch.testing.assert_close(part(ex), want, rtol=1e-5, atol=1e-6)
+    dev0, dev1 = (parts.device[v](parts.device["0"].example_inputs(B, {"seq": L})) for v in ("0", "1"))
+    assert torch.equal(dev0, dev1) != plugins  # plugins off: every group's device model is the trunk
+    cloud = parts.cloud
+    assert cloud.input_names == ["item_id", "seq", "group_id"]
+    spec = cloud.inputs[2]
+    assert (spec.low, spec.high) == (0, 3)
+    batch = batch_of([0, 1, 2, 3, 3, 1, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(cloud(batch), model(batch), rtol=1e-5, atol=1e-6)
+        # a snapshot: training the model on does not move the parts
+        before = cloud(batch).clone()
+        for p in model.parameters():
+            p.add_(0.1)
+        assert torch.equal(cloud(batch), before)
+
+
+def test_device_parts_follow_the_plugin_switch_at_the_time_of_the_call():
+    model = tiny().eval()
+    perturb_plugins(model)
+    off = model.edge_parts()
+    model.set_plugins(True)
+    on = model.edge_parts()
+    ex = off.device["2"].example_inputs(5, {"seq": L})
+    with torch.no_grad():
+        torch.testing.assert_close(off.device["2"](ex), torch.sigmoid(model.logits(ex["item_id"], ex["seq"])))
+        torch.testing.assert_close(on.device["2"](ex), torch.sigmoid(model.logits(ex["item_id"], ex["seq"],
+                                                                                 torch.full((5,), 2))))
+        assert (off.device["2"](ex) - on.device["2"](ex)).abs().max() > 1e-4
 
 
 # ---- the schedule in a real Trainer, checkpoint and resume, learning ------------------------------------------
@@ -381,3 +469,13 @@ def test_command_line_train_and_infer(run_cli, monkeypatch, tmp_path):
     out, _ = run_cli("--task=infer", f"--ckpt={run / 'best.ckpt'}")
     lines = open(out["output"]).read().splitlines()
     assert lines[0] == "user_id\titem_id\tprobability" and len(lines) - 1 == 300 * 6  # 1 positive + 5 negatives per user
+
+
+def test_pinrec_reads_nothing_of_the_trainer_or_its_data_module():
+    """group_num is checked where model and data meet (recstudio_edge.wiring.connect), not in a hook."""
+    import inspect
+
+    import recstudio_edge.model.edge.pinrec as mod
+
+    assert "setup" not in vars(PINRec)
+    assert "datamodule" not in inspect.getsource(mod) and ".trainer" not in inspect.getsource(mod)

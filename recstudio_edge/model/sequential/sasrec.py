@@ -3,7 +3,8 @@
 As in the paper and its official code: item embeddings scaled by sqrt(D) plus learned
 positions, dropout, blocks of (layer norm, causal multi-head attention, residual, layer
 norm, point-wise feed-forward, residual), a final layer norm (``layers.TransformerStack``,
-shared with BERT4Rec and PINRec's SASRec trunk); every position predicts its next item. Trained with full-softmax cross-entropy by default (Klenitskiy & Vasilev,
+shared with BERT4Rec and PINRec's SASRec trunk); every position predicts its next item.
+Trained with full-softmax cross-entropy by default (Klenitskiy & Vasilev,
 "Turning Dross Into Gold Loss", RecSys 2023), ``loss: bce`` with one sampled negative is
 the paper's original objective.
 """
