@@ -4,8 +4,8 @@
 usage: python bench/bpr_breakdown.py [--threads 1] [--epochs 3] [--data-dir <BENCH_DATA>/ours]
 
 Times one training epoch (median of --epochs) of:
-  lightning                 recstudio_edge as the CLI runs it: Trainer.fit, validation off (the
-                            fused BPR kernel, Lightning's manual-optimisation step);
+  lightning                 recstudio_edge as the CLI runs it: wiring.connect, Trainer.fit, validation
+                            off (the fused BPR kernel, the fast loop: model/fastloop.py);
   lightning, automatic loop the same with Lightning's automatic optimisation (forced by an
                             ``optimizer_step`` override): the cost of its closure and hooks;
   lightning, generic path   ``model.fused=false``: the tower's autograd path instead of the kernel;
@@ -71,6 +71,8 @@ def main(argv=None):
     # lightning: the CLI's Trainer, validation off, one fit over all epochs; per-epoch timer
     import lightning.pytorch as pl
 
+    from recstudio_edge.wiring import connect
+
     class T(pl.Callback):
         def __init__(self):
             self.s = []
@@ -87,6 +89,7 @@ def main(argv=None):
         tr.limit_val_batches = 0
         timer = T()
         tr.callbacks.append(timer)
+        connect(model, dm, tr)  # as the runner does: data facts, pipeline negatives, the fast loop
         tr.fit(model, datamodule=dm)
         res[name] = timer.s
 
@@ -105,7 +108,7 @@ def main(argv=None):
 
     def fresh():
         m = runner.build_model(cfg, cls, dm)
-        m.on_data(dm.item_counts(), dm.train_keys())  # as setup() does: exclude_seen needs the keys
+        connect(m, dm)  # exclude_seen needs the keys; no trainer: one batch per loader item
         return m
 
     def generic_model():

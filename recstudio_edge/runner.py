@@ -360,6 +360,9 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
     else:
         trainer, ckpt_cb = build_trainer(cfg, run_dir, val_metric, mode, epochs=epochs,
                                          extra_callbacks=extra_callbacks)
+        from .wiring import connect
+
+        connect(model, dm, trainer)  # data facts, pipeline negatives, the fast loop (recstudio_edge/wiring.py)
         trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
         best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "last.ckpt"
         epochs_run = trainer.current_epoch

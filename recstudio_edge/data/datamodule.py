@@ -105,22 +105,14 @@ def transfer_flat_batch(batch, device, dataloader_idx, fallback):
     return fallback(batch, device, dataloader_idx)
 
 
-def steps_per_call(dm: pl.LightningDataModule, wanted: int) -> int:
-    """``train.steps_per_call`` for this fit: ``wanted`` when the module being fitted runs its
-    optimiser steps itself and has no per-batch hooks (``Recommender.accepts_grouped_steps``), else 1
-    (said once in the log)."""
-    if wanted <= 1:
-        return 1
-    module = getattr(getattr(dm, "trainer", None), "lightning_module", None)
-    if getattr(module, "accepts_grouped_steps", False):
-        return int(wanted)
-    log.info("train.steps_per_call=%d: one optimiser step per training step instead (%s needs Lightning's "
-             "automatic optimisation or per-batch hooks; docs/extending.md)", wanted, type(module).__name__)
-    return 1
-
-
 class RecDataModule(pl.LightningDataModule):
-    """Owns the dataset, its split and the dataloaders for one model's data kind."""
+    """Owns the dataset, its split and the dataloaders for one model's data kind.
+
+    ``steps_per_call`` is ``train.steps_per_call`` as asked for; ``loader_steps``, the batches
+    each item of the training loader holds, is 1 until ``recstudio_edge.wiring.connect`` finds
+    the fast training loop in force for the fit (then ``steps_per_call``). What the model needs
+    from the data and hands back passes through ``connect`` too: the data module reads nothing
+    of the model or the trainer's module."""
 
     def __init__(self, data_cfg: Dict[str, Any], data_dir: str | Path, kind: str, batch_size: int = 2048,
                  eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, steps_per_call: int = 1):
@@ -133,6 +125,7 @@ class RecDataModule(pl.LightningDataModule):
         if int(steps_per_call) < 1:
             raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}")
         self.steps_per_call = int(steps_per_call)
+        self.loader_steps = 1
         self.data: Optional[Interactions] = None
         self._train: Optional[BatchDataset] = None
         self._train_sampler = None  # with pipeline negatives: the loader's sampler, which the dataset follows
@@ -155,7 +148,7 @@ class RecDataModule(pl.LightningDataModule):
             if int(self.train_mask().sum()) == 0:
                 raise DataError(str(self.data_dir / self.cfg["name"]), message="the split left no training data")
 
-    # facts the model needs ---------------------------------------------------------------
+    # facts the model needs (recstudio_edge.wiring.connect hands them over) -----------------
     @property
     def num_users(self) -> int:
         return self.data.num_users
@@ -182,11 +175,15 @@ class RecDataModule(pl.LightningDataModule):
         return make_loader(ds, batch_size, shuffle, self.seed, pad, self.num_workers, steps, sampler)
 
     def set_negative_sampler(self, sampler, count: Optional[int] = None) -> None:
-        """The model hands over a CPU copy of its static sampler; every training batch then carries
-        ``count`` (default ``data.dataset_sampling_count``) negatives per positive drawn here
-        (``neg_item_id``, ``neg_log_prob``, ``pos_log_prob``) instead of in the training step.
-        Tower models do so for ``data.dataset_sampling_count`` and, with ``count`` =
-        ``model.negative_count``, for every static sampler on ``mf`` data."""
+        """A CPU copy of the model's static sampler (``ItemTower.pipeline_negatives``, handed over by
+        ``recstudio_edge.wiring.connect``); every training batch then carries ``count`` (default
+        ``data.dataset_sampling_count``) negatives per positive drawn here (``neg_item_id``,
+        ``neg_log_prob``, ``pos_log_prob``) instead of in the training step. ``None``: no pipeline
+        negatives (the training step draws them)."""
+        if sampler is None:
+            if self._neg_sampler is not None:
+                self._neg_sampler, self._neg_count, self._train = None, 0, None
+            return
         if self.kind not in ("mf", "seq"):
             raise ValueError(f"data.dataset_sampling_count applies to the mf and seq data kinds, not {self.kind!r}")
         self._neg_sampler = sampler
@@ -208,8 +205,8 @@ class RecDataModule(pl.LightningDataModule):
                                                              seed=self.seed, pad=True)
                 self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed,
                                              self._train_sampler)
-        return self._loader(self._train, self.batch_size, shuffle=True, pad=True,
-                            steps=steps_per_call(self, self.steps_per_call), sampler=self._train_sampler)
+        return self._loader(self._train, self.batch_size, shuffle=True, pad=True, steps=self.loader_steps,
+                            sampler=self._train_sampler)
 
     def eval_dataset(self, stage: str) -> BatchDataset:
         if stage not in self._eval:

@@ -149,14 +149,22 @@ class ItemTower(Recommender):
         self._ann_epoch(False)
         super().on_test_epoch_end()
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage != "fit" or getattr(self.loss_fn, "full", False) or not hasattr(dm, "set_negative_sampler"):
-            return
+    def pipeline_negatives(self, data_kind: str, dataset_sampling_count: int = 0):
+        """The negatives this model wants the data pipeline to draw, as ``(CPU copy of its sampler,
+        negatives per positive)``, or None (the training step draws them, or the loss needs none).
+        ``recstudio_edge.wiring.connect`` asks after ``on_data`` (the copy holds the prepared
+        sampler) and hands the answer to the data module's ``set_negative_sampler``.
+
+        - ``data.dataset_sampling_count`` > 0: that many per positive, with a static sampler (a
+          dynamic one proposes by the query: an error), ``model.negative_count`` being 1 or the same;
+        - else, on ``mf`` data, a static sampler's ``model.negative_count`` per row, drawn for a
+          whole epoch at once (``data.with_negatives``), cheaper than per step;
+        - never for a full-softmax loss."""
+        if getattr(self.loss_fn, "full", False):
+            return None
         import copy
 
-        count = getattr(dm, "dataset_sampling_count", None)
+        count = int(dataset_sampling_count or 0)
         dynamic = getattr(self.sampler, "dynamic", False)
         if count:  # data.dataset_sampling_count: negatives drawn by the data pipeline
             if dynamic:
@@ -168,11 +176,12 @@ class ItemTower(Recommender):
                                  f"data.dataset_sampling_count={count} draws the negatives in the data pipeline; set "
                                  f"data.dataset_sampling_count={self.negative_count} (or null to draw "
                                  f"model.negative_count)")
-            dm.set_negative_sampler(copy.deepcopy(self.sampler).cpu())
-        elif not dynamic and getattr(dm, "kind", None) == "mf":
+            return copy.deepcopy(self.sampler).cpu(), count
+        if not dynamic and data_kind == "mf":
             # a static sampler does not depend on the model: the pipeline draws model.negative_count
             # per row for a whole epoch at once (data.with_negatives), cheaper than per step
-            dm.set_negative_sampler(copy.deepcopy(self.sampler).cpu(), self.negative_count)
+            return copy.deepcopy(self.sampler).cpu(), self.negative_count
+        return None
 
     def tower_loss(self, query: torch.Tensor, pos: torch.Tensor, user: torch.Tensor | None = None,
                    presampled=None) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 
 from recstudio_edge.model import create_model
 from tests.conftest import synthetic_datamodule
+from recstudio_edge.wiring import connect
 
 NU, NI, D = 64, 400, 16
 
@@ -100,6 +101,7 @@ def test_evaluation_metrics_with_a_flat_index_equal_the_full_sort(tmp_path):
         m = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, ann=ann, topk=[5, 10], lr=0.05)
         trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+        connect(m, dm, trainer)
         trainer.fit(m, datamodule=dm)
         trainer.test(m, datamodule=dm, verbose=False)
         results.append((m.last_metrics["valid"], m.last_metrics["test"]))

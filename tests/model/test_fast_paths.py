@@ -1,5 +1,7 @@
-"""The training fast paths give the generic paths' numbers: the fused BPR-MF kernel, Lightning's
-manual-optimisation step, and several optimiser steps per Lightning step (``train.steps_per_call``)."""
+"""The training fast paths give the generic paths' numbers: the fused BPR-MF kernel, the fast loop
+(``model/fastloop.py``: Lightning's manual optimisation driven by the training step, switched by
+``recstudio_edge.wiring.connect``), and several optimiser steps per Lightning step
+(``train.steps_per_call``)."""
 from __future__ import annotations
 
 import copy
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from recstudio_edge.model.fused import bpr_mf_loss
+from recstudio_edge.wiring import connect
 from recstudio_edge.model import create_model
 
 
@@ -74,11 +77,16 @@ def test_other_bpr_configurations_take_the_generic_path():
     assert not Deeper(num_users=5, num_items=30).fused
 
 
-# ---- the manual-optimisation step ---------------------------------------------------------------------
+# ---- the fast loop -------------------------------------------------------------------------------------
+def _trainer(steps=3, **trainer_kw):
+    return pl.Trainer(max_epochs=1, limit_train_batches=steps, limit_val_batches=0, accelerator="cpu",
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, use_distributed_sampler=False, **trainer_kw)
+
+
 def _fit(model, dm, steps=3, **trainer_kw):
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=steps, limit_val_batches=0, accelerator="cpu",
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False, **trainer_kw)
+    trainer = _trainer(steps, **trainer_kw)
+    connect(model, dm, trainer)
     trainer.fit(model, datamodule=dm)
     return trainer
 
@@ -143,13 +151,13 @@ def _grouped_fit(tmp_path, model_name, steps_per_call, batches, **kw):
 
     trainer = _fit(model, dm, steps=batches, callbacks=[Spy()])
     assert isinstance(dm, RecDataModule)
-    return model, trainer, seen
+    return model, trainer, seen, dm
 
 
 def test_steps_per_call_takes_the_same_optimiser_steps(tmp_path):
-    one, t1, seen1 = _grouped_fit(tmp_path / "a", "BPR", 1, 8)
-    four, t4, seen4 = _grouped_fit(tmp_path / "b", "BPR", 4, 2)  # 2 calls of 4 batches = the same 8 batches
-    assert seen1 == [1] * 8 and seen4 == [4, 4]
+    one, t1, seen1, _ = _grouped_fit(tmp_path / "a", "BPR", 1, 8)
+    four, t4, seen4, dm4 = _grouped_fit(tmp_path / "b", "BPR", 4, 2)  # 2 calls of 4 batches = the same 8 batches
+    assert seen1 == [1] * 8 and seen4 == [4, 4] and dm4.loader_steps == 4
     assert t1.global_step == t4.global_step == 8  # optimiser steps, whatever the grouping
     for p, r in zip(one.parameters(), four.parameters()):
         torch.testing.assert_close(p, r)
@@ -157,8 +165,8 @@ def test_steps_per_call_takes_the_same_optimiser_steps(tmp_path):
 
 def test_steps_per_call_falls_back_to_one_for_a_model_with_per_batch_hooks(tmp_path):
     # CML clips its embeddings in on_train_batch_end, after every optimiser step
-    model, trainer, seen = _grouped_fit(tmp_path, "CML", 4, 3)
-    assert seen == [1, 1, 1] and trainer.global_step == 3
+    model, trainer, seen, dm = _grouped_fit(tmp_path, "CML", 4, 3)
+    assert seen == [1, 1, 1] and trainer.global_step == 3 and dm.loader_steps == 1
     assert model.user_emb.weight.norm(dim=1).max() <= 1 + 1e-5  # clipped after each step, as without grouping
 
 
@@ -167,3 +175,66 @@ def test_steps_per_call_must_be_positive(tmp_path):
 
     with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
         RecDataModule({"name": "synthetic"}, tmp_path, "mf", steps_per_call=0)
+
+
+def test_without_a_trainer_connect_leaves_lightnings_automatic_loop(tmp_path):
+    """The switch is per fit: connect without a trainer (or for a trainer that clips) turns the fast
+    loop off again and the loader hands over one batch per step."""
+    from tests.conftest import synthetic_datamodule
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=16)
+    dm.steps_per_call = 4
+    model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    assert connect(model, dm, _trainer()) == 4 and not model.automatic_optimization and dm.loader_steps == 4
+    assert connect(model, dm) == 1 and model.automatic_optimization and dm.loader_steps == 1
+    assert len(next(iter(dm.train_dataloader()))["user_id"]) == 16  # one batch, not a list of four
+    connect(model, dm, _trainer())
+    assert connect(model, dm, _trainer(gradient_clip_val=1.0)) == 1 and model.automatic_optimization
+
+
+def test_the_fast_loop_is_decided_for_one_trainer(tmp_path):
+    from tests.conftest import synthetic_datamodule
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=16)
+    model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    connect(model, dm, _trainer())
+    with pytest.raises(RuntimeError, match=r"decided for another Trainer.*wiring\.connect"):
+        _trainer().fit(model, datamodule=dm)
+
+
+def test_a_model_with_its_own_optimisers_keeps_the_automatic_loop(tmp_path):
+    """configure_optimizers overridden without @single_optimizer (here: a scheduler): the automatic
+    loop, which steps the scheduler; with the mark, the fast loop."""
+    from tests.conftest import synthetic_datamodule
+    from recstudio_edge.model.fastloop import single_optimizer
+    from recstudio_edge.model.general.bpr import BPR
+
+    class Scheduled(BPR):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)}
+
+    class Marked(BPR):
+        @single_optimizer
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=16)
+    dm.steps_per_call = 2
+    sched = Scheduled(num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    trainer = _fit(sched, dm, steps=2)
+    assert sched.automatic_optimization and dm.loader_steps == 1 and trainer.global_step == 2
+    # Lightning stepped the scheduler after the epoch (the fast loop would not have)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05)
+    marked = Marked(num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    trainer = _fit(marked, dm, steps=2)
+    assert not marked.automatic_optimization and dm.loader_steps == 2 and trainer.global_step == 4
+
+
+def test_a_model_that_needs_its_data_refuses_to_fit_unconnected(tmp_path):
+    from tests.conftest import synthetic_datamodule
+
+    dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=16)
+    model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
+    with pytest.raises(RuntimeError, match=r"recstudio_edge\.wiring\.connect\(model, datamodule, trainer\)"):
+        _trainer().fit(model, datamodule=dm)

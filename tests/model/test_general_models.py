@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from recstudio_edge.model import create_model
 from recstudio_edge.registry import LOSSES, SCORERS
+from recstudio_edge.wiring import connect
 from tests.conftest import assert_beats_popularity
 
 # 5 users (ids 1..4, 0 is padding), 5 items (ids 1..4): a tiny training matrix
@@ -218,6 +219,7 @@ def test_lightgcn_checkpoint_without_validation_holds_a_fresh_cache(tmp_path):
     torch.manual_seed(0)
     m = create_model("LightGCN", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, lr=0.05, topk=[5])
     trainer = _trainer()
+    connect(m, dm, trainer)
     trainer.fit(m, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     fresh = create_model("LightGCN", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
@@ -236,7 +238,9 @@ def test_cml_keeps_embeddings_in_the_unit_ball_after_training(tmp_path):
     with torch.no_grad():  # push every vector out of the ball: training must bring them back
         m.user_emb.weight.mul_(3 / m.user_emb.weight.norm(dim=1, keepdim=True))
         m.item_emb.weight[1:].mul_(3 / m.item_emb.weight[1:].norm(dim=1, keepdim=True))
-    _trainer().fit(m, datamodule=dm)
+    trainer = _trainer()
+    connect(m, dm, trainer)
+    trainer.fit(m, datamodule=dm)
     for w in (m.user_emb.weight, m.item_emb.weight[1:]):
         norms = w.detach().norm(dim=1)
         # on or inside the ball; the rows pushed out were scaled back near its surface, not shrunk

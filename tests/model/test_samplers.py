@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from recstudio_edge.model import create_model, get_model_class, list_models
 from recstudio_edge.registry import SAMPLERS
 from tests.conftest import synthetic_datamodule
+from recstudio_edge.wiring import connect
 
 DYNAMIC = ["midx_uni", "midx_pop", "cluster_uni", "cluster_pop"]
 N, D, K = 61, 8, 4  # 60 real items
@@ -245,6 +246,7 @@ def test_sampler_index_is_rebuilt_at_every_training_epoch(tmp_path):
     trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=0, accelerator="cpu",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, callbacks=[Spy()])
+    connect(model, dm, trainer)
     trainer.fit(model, datamodule=dm)
     assert [b for b, _, _ in seen] == [1, 2, 3]
     assert all(ok for _, _, ok in seen)
@@ -302,6 +304,7 @@ def test_dataset_sampling_count_draws_negatives_in_the_data_pipeline(tmp_path):
         trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, accelerator="cpu",
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, use_distributed_sampler=False, callbacks=[Spy()])
+        connect(model, dm, trainer)
         trainer.fit(model, datamodule=dm)
         b = got[0]
         pos = b["target_seq"] if kind == "seq" else b["item_id"]
@@ -326,6 +329,7 @@ def test_dataset_sampling_count_refuses_a_query_dependent_sampler(tmp_path):
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match="proposes by the query"):
+        connect(model, dm, trainer)
         trainer.fit(model, datamodule=dm)
 
 
@@ -342,6 +346,7 @@ def _fit_spy(model, dm, epochs=2, batches=3):
     trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, accelerator="cpu",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, callbacks=[Spy()])
+    connect(model, dm, trainer)
     trainer.fit(model, datamodule=dm)
     return got
 
@@ -410,3 +415,18 @@ def test_ctr_training_negatives_are_keyed_not_drawn_from_the_global_rng(tmp_path
     c = ds[((4, 0, 5), idx)]
     torch.testing.assert_close(a["item_id"], b["item_id"])
     assert not torch.equal(a["item_id"][32:], c["item_id"][32:])  # another epoch, other negatives
+
+
+def test_connect_hands_each_model_its_own_pipeline_negatives(tmp_path):
+    """One data module, two models in turn: the static sampler's negatives are drawn by the
+    pipeline for the first; the second (a query-dependent sampler) draws its own in the step, so
+    connect takes the first model's sampler back instead of leaving it in the pipeline."""
+    dm = synthetic_datamodule(tmp_path, "mf", users=50, items=30, mean=10, batch_size=64)
+    static = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, negative_count=3, topk=[5])
+    connect(static, dm)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["neg_item_id"].shape == (64, 3)
+    dynamic = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, loss="sampled_softmax",
+                           sampler="midx_uni", topk=[5])
+    connect(dynamic, dm)
+    assert "neg_item_id" not in next(iter(dm.train_dataloader()))

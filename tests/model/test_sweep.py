@@ -10,6 +10,7 @@ import torch
 from recstudio_edge.model import create_model, get_model_class, list_models
 from recstudio_edge.data.datamodule import RecDataModule
 from recstudio_edge.edge.protocol import has_edge_part
+from recstudio_edge.wiring import connect
 
 DATA = {"name": "synthetic", "format": "auto", "generator": {"num_users": 120, "num_items": 80,
                                                             "mean_per_user": 20, "min_per_user": 6},
@@ -52,6 +53,7 @@ def test_model_trains_evaluates_and_reloads(name, datamodules):
         trainer.validate(model, datamodule=dm, verbose=False)
     else:
         before = {k: v.clone() for k, v in model.state_dict().items()}
+        connect(model, dm, trainer)
         trainer.fit(model, datamodule=dm)
         changed = [k for k, v in model.state_dict().items() if v.dtype.is_floating_point
                    and not torch.equal(v, before[k])]

@@ -349,6 +349,7 @@ class SampleFileDataModule(_Base):
         self.paths = _split_paths(source)
         self.max_seq_len, self.seed, self.num_workers = int(max_seq_len), int(seed), int(num_workers)
         self.steps_per_call = max(1, int(steps_per_call))
+        self.loader_steps = 1  # set by recstudio_edge.wiring.connect
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.on_bad_line = on_bad_line
         self._given_groups = group_num
@@ -395,9 +396,7 @@ class SampleFileDataModule(_Base):
         return transfer_flat_batch(batch, device, dataloader_idx, super().transfer_batch_to_device)
 
     def train_dataloader(self):
-        from ..datamodule import steps_per_call
-
-        return self._loader("train", self.batch_size, True, True, steps_per_call(self, self.steps_per_call))
+        return self._loader("train", self.batch_size, True, True, self.loader_steps)
 
     def val_dataloader(self):
         return self._loader("valid", self.eval_batch_size, False, False)
