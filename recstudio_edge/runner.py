@@ -104,20 +104,8 @@ def resolve_val_metric(cfg: Dict[str, Any], model_cls) -> str:
 
 
 def build_datamodule(cfg: Dict[str, Any], model_cls) -> RecDataModule:
-    if cfg["data"].get("format") == "pinrec":  # pre-built samples: <data_dir>/<name>/{train,valid,test}.txt
-        from .data.formats.pinrec import SampleFileDataModule
-
-        if model_cls.data_kind != "ctr":
-            raise ConfigError(f"data.format=pinrec holds CTR samples; {model_cls.__name__} trains on "
-                              f"'{model_cls.data_kind}' data")
-        dm = SampleFileDataModule(Path(cfg["data_dir"]) / cfg["data"]["name"], cfg["data"]["max_seq_len"],
-                                  group_num=int(cfg["data"].get("group_num") or 0) or None,
-                                  batch_size=cfg["train"]["batch_size"], eval_batch_size=cfg["eval"]["batch_size"],
-                                  seed=int(cfg["seed"]), num_workers=cfg["train"]["num_workers"],
-                                  on_bad_line=cfg["data"]["on_bad_line"], steps_per_call=cfg["train"]["steps_per_call"])
-        dm.prepare_data()
-        dm.setup()
-        return dm
+    """The data module of ``cfg["data"]`` for the model's data kind (interaction data, or with
+    ``data.format: pinrec`` the sample files ``<data_dir>/<name>/{train,valid,test}.txt``), set up."""
     dm = RecDataModule(cfg["data"], cfg["data_dir"], model_cls.data_kind, batch_size=cfg["train"]["batch_size"],
                        eval_batch_size=cfg["eval"]["batch_size"], seed=int(cfg["seed"]),
                        num_workers=cfg["train"]["num_workers"], steps_per_call=cfg["train"]["steps_per_call"])

@@ -1,18 +1,17 @@
-"""``RecDataModule``: finds (generates, downloads) a dataset, parses it once, caches it, splits it
-and serves the batches of the model's data kind.
+"""``RecDataModule``: the one data module. It finds (generates, downloads) a dataset, parses it
+once, caches it, splits it and serves the batches of the model's data kind; or, with
+``data.format: pinrec``, it reads PINRec's sample files ``<data_dir>/<name>/{train,valid,test}.txt``
+(``formats/pinrec.py``) and serves them as ``ctr`` batches, the split being the files'.
 
-Cache: ``<data_dir>/.cache/<name>-<hash>.pt`` where the hash covers every input file's name,
-size and modification time and the ``data:`` config keys that shape the result (filters,
-split, seed). A second run with the same inputs loads the tensors (``weights_only=True``)
-instead of parsing. Files are written to a temporary name and renamed when complete.
+Loading and the cache: ``loading.py``. What the model needs from the data (item counts, the
+training pairs, the group count) and what the model hands back (a sampler for pipeline
+negatives, ``set_negative_sampler``) pass through ``recstudio_edge.wiring.connect``, which also
+sets ``loader_steps`` (``train.steps_per_call`` when the fast training loop is in force); the
+data module reads nothing of the model or the trainer's module.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -22,73 +21,10 @@ from torch.utils.data import DataLoader
 
 from .dataset import BatchDataset, KindBuilder, make_loader
 from .errors import DataError
-from .preprocess import TRAIN, Interactions, build_interactions
+from .loading import load_interactions, locate  # noqa: F401  (datamodule.load_interactions: kept for callers)
+from .preprocess import TRAIN, Interactions
 
 log = logging.getLogger(__name__)
-
-# data: keys that change the built tensors (the reader keys matter through the files and these)
-SHAPING_KEYS = ("format", "fields", "sep", "header", "files", "generator", "rating_threshold",
-                "min_user_inter", "min_item_inter", "split", "on_bad_line")
-CACHE_VERSION = 1
-
-
-def _fingerprint(folder: Path) -> list:
-    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def locate(data_dir: Path, cfg: Dict[str, Any]) -> Path:
-    """The folder holding the dataset's files: generated, local, or downloaded."""
-    name = cfg["name"]
-    folder = data_dir / name
-    if cfg.get("format") == "synthetic" or (name.startswith("synthetic") and cfg.get("format") in ("auto", None)):
-        from .synthetic import VERSION, write_atomic
-
-        params = dict(cfg.get("generator") or {})
-        stamp = folder / ".generator.json"
-        want = json.dumps({"version": VERSION, "params": params}, sort_keys=True)
-        if not (folder / f"{name}.inter").exists() or not stamp.exists() or stamp.read_text() != want:
-            write_atomic(folder, name, **params)
-            tmp = stamp.with_suffix(".tmp")
-            tmp.write_text(want)
-            os.replace(tmp, stamp)
-        return folder
-    from .catalog import ensure_dataset
-
-    return Path(ensure_dataset(name, data_dir, cfg))
-
-
-def load_interactions(data_dir: Path, cfg: Dict[str, Any], seed: int, use_cache: bool = True) -> Interactions:
-    """Parse + filter + split, or load the same from the cache."""
-    data_dir = Path(data_dir)
-    folder = locate(data_dir, cfg)
-    shaping = {k: cfg.get(k) for k in SHAPING_KEYS}
-    key = json.dumps({"v": CACHE_VERSION, "name": cfg["name"], "files": _fingerprint(folder),
-                      "cfg": shaping, "seed": seed}, sort_keys=True, default=str)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    cache = data_dir / ".cache" / f"{cfg['name']}-{digest}.pt"
-    if use_cache and cache.exists():
-        t = time.perf_counter()
-        state = torch.load(cache, weights_only=True)
-        log.info("loaded %s from cache %s in %.2fs", cfg["name"], cache, time.perf_counter() - t)
-        return Interactions.from_state(state)
-    from .readers import read_dataset
-
-    t = time.perf_counter()
-    spec = dict(cfg)
-    if spec.get("format") == "synthetic" or spec.get("format") in ("auto", None):
-        spec["format"] = "atomic" if (folder / f"{cfg['name']}.inter").exists() else spec.get("format", "auto")
-    raw = read_dataset(data_dir, spec)
-    t_read = time.perf_counter() - t
-    data = build_interactions(raw.inter, raw.item, cfg, seed, source=str(folder))
-    data.stats.update(read_seconds=t_read, build_seconds=time.perf_counter() - t - t_read,
-                      skipped_lines=float(getattr(raw, "skipped", 0)))
-    if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save(data.to_state(), tmp)
-        os.replace(tmp, cache)
-    return data
 
 
 def transfer_flat_batch(batch, device, dataloader_idx, fallback):
@@ -105,14 +41,13 @@ def transfer_flat_batch(batch, device, dataloader_idx, fallback):
     return fallback(batch, device, dataloader_idx)
 
 
+
 class RecDataModule(pl.LightningDataModule):
     """Owns the dataset, its split and the dataloaders for one model's data kind.
 
     ``steps_per_call`` is ``train.steps_per_call`` as asked for; ``loader_steps``, the batches
     each item of the training loader holds, is 1 until ``recstudio_edge.wiring.connect`` finds
-    the fast training loop in force for the fit (then ``steps_per_call``). What the model needs
-    from the data and hands back passes through ``connect`` too: the data module reads nothing
-    of the model or the trainer's module."""
+    the fast training loop in force for the fit (then ``steps_per_call``)."""
 
     def __init__(self, data_cfg: Dict[str, Any], data_dir: str | Path, kind: str, batch_size: int = 2048,
                  eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, steps_per_call: int = 1):
@@ -126,6 +61,10 @@ class RecDataModule(pl.LightningDataModule):
             raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}")
         self.steps_per_call = int(steps_per_call)
         self.loader_steps = 1
+        self.sample_files = None  # data.format=pinrec: the files (formats.pinrec.SampleFiles)
+        if self.cfg.get("format") == "pinrec" and kind != "ctr":
+            raise DataError(str(self.data_dir / self.cfg["name"]),
+                            message=f"data.format=pinrec holds CTR samples; this model trains on '{kind}' data")
         self.data: Optional[Interactions] = None
         self._train: Optional[BatchDataset] = None
         self._train_sampler = None  # with pipeline negatives: the loader's sampler, which the dataset follows
@@ -135,36 +74,65 @@ class RecDataModule(pl.LightningDataModule):
         self._eval: Dict[str, BatchDataset] = {}
 
     def prepare_data(self) -> None:
-        """Generate / download / parse (into the cache) once; ``setup`` then has nothing left to do."""
-        if self.data is None:
+        """Generate / download / parse (into the cache) once, or read the sample files; ``setup``
+        then has nothing left to do."""
+        if self.data is not None or self.sample_files is not None:
+            return
+        if self.cfg.get("format") == "pinrec":
+            from .formats.pinrec import SampleFiles
+
+            self.sample_files = SampleFiles(self.data_dir / self.cfg["name"], self.cfg.get("files") or None,
+                                            int(self.cfg.get("max_seq_len", 50)),
+                                            int(self.cfg.get("group_num") or 0) or None,
+                                            self.cfg.get("on_bad_line", "error"))
+        else:
             self.data = load_interactions(self.data_dir, self.cfg, self.seed, self.cfg.get("cache", True))
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare_data()
         if not hasattr(self, "builder"):
-            self.builder = KindBuilder(self.data, self.cfg.get("max_seq_len", 50), self.cfg.get("neg_per_pos", 1),
-                                       self.cfg.get("eval_neg_per_pos", 1), self.seed,
-                                       int(self.cfg.get("group_num") or 0), float(self.cfg.get("mask_prob", 0.2)))
+            if self.sample_files is not None:
+                self.builder = self.sample_files
+                return
+            self.builder = KindBuilder.from_config(self.data, self.cfg, self.seed)
             if int(self.train_mask().sum()) == 0:
                 raise DataError(str(self.data_dir / self.cfg["name"]), message="the split left no training data")
 
     # facts the model needs (recstudio_edge.wiring.connect hands them over) -----------------
     @property
     def num_users(self) -> int:
-        return self.data.num_users
+        return (self.sample_files or self.data).num_users
 
     @property
     def num_items(self) -> int:
-        return self.data.num_items
+        return (self.sample_files or self.data).num_items
+
+    @property
+    def group_num(self) -> int:
+        """Activity groups of the rows' ``group_id`` (0: none): ``data.group_num``, or the files'."""
+        if self.sample_files is not None:
+            return self.sample_files.group_num
+        return int(self.cfg.get("group_num") or 0)
+
+    @property
+    def stats(self) -> Dict[str, float]:
+        """Counts of the data: interactions per split (``Interactions.stats``) or rows per file."""
+        return (self.sample_files or self.data).stats
 
     def train_mask(self) -> torch.Tensor:
+        """The training interactions (interaction data only)."""
         return self.data.split == TRAIN
 
     def item_counts(self) -> torch.Tensor:
+        if self.sample_files is not None:
+            return self.sample_files.item_counts()
         return self.data.item_counts(self.train_mask())
 
     def train_keys(self) -> torch.Tensor:
-        """Sorted ``user * num_items + item`` keys of the training interactions."""
+        """Sorted ``user * num_items + item`` keys of the training interactions (sample files: of the
+        positive training rows)."""
+        if self.sample_files is not None:
+            return self.sample_files.train_keys()
         from .dataset import UserItemIndex
 
         return UserItemIndex(self.data, self.train_mask()).keys

@@ -328,6 +328,13 @@ class KindBuilder:
         self.train_ptr, self.train_items = data.user_ptr(self.train_mask)
         self.user_group = activity_groups(self.train_ptr[1:] - self.train_ptr[:-1], group_num) if group_num else None
 
+    @classmethod
+    def from_config(cls, data: Interactions, cfg: Dict, seed: int = 0) -> "KindBuilder":
+        """The builder for ``data`` from the ``data:`` config keys (``max_seq_len``, ``neg_per_pos``,
+        ``eval_neg_per_pos``, ``group_num``, ``mask_prob``)."""
+        return cls(data, cfg.get("max_seq_len", 50), cfg.get("neg_per_pos", 1), cfg.get("eval_neg_per_pos", 1), seed,
+                   int(cfg.get("group_num") or 0), float(cfg.get("mask_prob", 0.2)))
+
     def with_group(self, batch: Batch) -> Batch:
         """Add ``group_id`` (the user's activity group) when the data has groups."""
         if self.user_group is not None:

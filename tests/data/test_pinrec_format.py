@@ -1,5 +1,6 @@
 """PINRec's ';'-separated sample format: reading (any length, padding, truncation), writing, the
-round trip, malformed lines reported as file:line: field, the converter, and training from files."""
+round trip, malformed lines reported as file:line: field, the converter, and training from files
+(``data.format: pinrec``, served by ``RecDataModule``)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 
 from recstudio_edge.data.errors import DataError
 from recstudio_edge.data.formats import pinrec as fmt
-from recstudio_edge.data.formats.pinrec import (SampleFileDataModule, Samples, _read_fast, _read_strict, convert,
-                                                read_samples, write_samples)
+from recstudio_edge.data.datamodule import RecDataModule
+from recstudio_edge.data.formats.pinrec import _read_fast, _read_strict, convert, read_samples, write_samples
+from recstudio_edge.wiring import connect
 
 GOOD = (
     "1;5;3,4,7;1;0\n"
@@ -98,11 +100,18 @@ TINY = {"name": "synthetic", "format": "auto", "generator": {"num_users": 150, "
         "neg_per_pos": 1, "eval_neg_per_pos": 3, "cache": False, "group_num": 3}
 
 
+def _files(root, name="files", **cfg):
+    """The data module over the sample files ``root/name/{train,valid,test}.txt``."""
+    dm = RecDataModule({"name": name, "format": "pinrec", "max_seq_len": 8, **cfg}, root, "ctr", batch_size=64,
+                       eval_batch_size=200, seed=0)
+    dm.setup()
+    return dm
+
+
 def test_convert_writes_our_samples_and_files_train_pinrec(tmp_path):
     import lightning.pytorch as pl
 
     from recstudio_edge.callbacks.plugin_stage import PluginStage
-    from recstudio_edge.data.datamodule import RecDataModule
     from recstudio_edge.model.edge.pinrec import PINRec
 
     res = convert(TINY, tmp_path / "data", tmp_path / "files", seed=3)
@@ -113,22 +122,82 @@ def test_convert_writes_our_samples_and_files_train_pinrec(tmp_path):
     ours = RecDataModule(TINY, tmp_path / "data", "ctr", seed=3)
     ours.setup()
     want = ours.eval_dataset("test")[torch.arange(len(ours.eval_dataset("test")))]
-    files = SampleFileDataModule(tmp_path / "files", max_seq_len=8, batch_size=64, eval_batch_size=200, seed=0)
-    files.setup()
+    files = _files(tmp_path)
+    assert files.data is None and files.kind == "ctr"
     got = files.eval_dataset("test")[torch.arange(len(files.eval_dataset("test")))]
     for k in ("user_id", "item_id", "seq", "seq_len", "label", "group_id"):
         assert torch.equal(got[k].to(want[k].dtype), want[k]), k
     assert files.group_num == 3 and files.num_items <= ours.num_items and files.stats["train_rows"] == res["rows"]["train"]
-    assert int(files.item_counts().sum()) == int((files.samples["train"].label > 0).sum())
+    train = files.sample_files.samples["train"]
+    assert int(files.item_counts().sum()) == int((train.label > 0).sum())
+    pos = train.label > 0
+    assert torch.equal(files.train_keys(), torch.unique(train.user_id[pos] * files.num_items + train.target_id[pos]))
+    # training batches: rows of train.txt, shuffled per epoch (seeded), batch_size rows each
+    first = next(iter(files.train_dataloader()))
+    assert first["user_id"].numel() == 64 and set(first) == {"user_id", "item_id", "seq", "seq_len", "label", "group_id"}
+    assert not torch.equal(first["item_id"], train.target_id[:64])
 
     torch.manual_seed(0)
     model = PINRec(num_items=files.num_items, num_users=files.num_users, group_num=files.group_num, max_seq_len=8)
     trainer = pl.Trainer(max_epochs=2, callbacks=[PluginStage(stage_switch_epoch=1)], accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          use_distributed_sampler=False, num_sanity_val_steps=0, limit_train_batches=3)
+    connect(model, files, trainer)
     trainer.fit(model, datamodule=files)
     trainer.test(model, datamodule=files, verbose=False)
     assert model.plugins_enabled and {"auc", "gauc", "auc_g0", "auc_g2"} <= set(model.last_metrics["test"])
+
+    # the files' group count is checked against the model's plugin copies
+    small = PINRec(num_items=files.num_items, num_users=files.num_users, group_num=2, max_seq_len=8)
+    with pytest.raises(ValueError, match=r"the data has 3 activity groups \(data.group_num\) but PINRec has "
+                                         r"model.group_num=2 plugin copies"):
+        connect(small, files)
+
+
+def test_sample_files_by_other_names_and_their_errors(tmp_path, good):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "a.txt").write_text(GOOD)
+    (folder / "b.txt").write_text("1;5;3,4;1;0\n1;6;3,4;0;1\n")
+    dm = _files(tmp_path, "mine", files={"train": "a.txt", "test": "b.txt"}, max_seq_len=4)
+    assert dm.stats == {"train_rows": 5.0, "test_rows": 2.0, "skipped_lines": 0.0}
+    assert dm.num_users == 5 and dm.num_items == 11 and dm.group_num == 5  # largest ids + 1
+    assert len(dm.eval_dataset("test")) == 2
+    with pytest.raises(DataError, match=r"mine: no valid sample file \(data.files names none for valid\)"):
+        dm.eval_dataset("valid")
+    (folder / "train.txt").write_text(GOOD)  # the default names: train.txt, valid.txt (absent), test.txt (absent)
+    with pytest.raises(DataError, match=r"mine/valid.txt: no valid sample file"):
+        _files(tmp_path, "mine").eval_dataset("valid")
+
+    # data.group_num is checked against the files, data.on_bad_line applies
+    with pytest.raises(DataError, match=r"a.txt:6: field 'group_id': expected an integer 0..2, got 4"):
+        _files(tmp_path, "mine", files={"train": "a.txt"}, group_num=3)
+    (folder / "c.txt").write_text(GOOD + "1;x;3;1;0\n")
+    assert _files(tmp_path, "mine", files={"train": "c.txt"}, on_bad_line="skip").stats["skipped_lines"] == 1.0
+    with pytest.raises(ValueError, match="expected keys train"):
+        _files(tmp_path, "mine", files={"valid": "a.txt"})
+    # the files hold CTR samples: a model of another data kind is told so before anything is read
+    with pytest.raises(DataError, match="data.format=pinrec holds CTR samples; this model trains on 'mf' data"):
+        RecDataModule({"name": "mine", "format": "pinrec"}, tmp_path, "mf")
+
+
+def test_convert_command_line_reads_no_model_config(tmp_path, monkeypatch, capsys):
+    """``convert``'s data config: base.yaml < the format's defaults < configs/data/<d>.yaml < options;
+    no model's config file is looked up."""
+    from recstudio_edge import config
+
+    looked, real = [], config.find_named_config
+    monkeypatch.setattr(config, "find_named_config", lambda kind, name: looked.append(kind) or real(kind, name))
+    cfg = fmt._data_config("synthetic", {"group_num": 3, "max_seq_len": None})
+    assert looked == ["data"]
+    assert cfg["group_num"] == 3 and cfg["max_seq_len"] == 50 and cfg["eval_neg_per_pos"] == 20
+    assert cfg["split"]["mode"] == "loo" and cfg["on_bad_line"] == "error"  # the format's default over base.yaml's
+    args = ["convert", "-d", "synthetic", "--data_dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+            "--group_num", "2", "--eval_neg_per_pos", "2"]
+    monkeypatch.setattr(fmt, "_data_config", lambda d, o: {**TINY, **{k: v for k, v in o.items() if v is not None}})
+    assert fmt.main(args) == 0
+    assert "2 groups" in capsys.readouterr().out
+    assert _files(tmp_path, "out").group_num == 2
 
 
 def test_command_line(tmp_path, capsys):

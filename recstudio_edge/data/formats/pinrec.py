@@ -1,4 +1,4 @@
-"""PINRec's sample format: read, write, convert, and train from it.
+"""PINRec's sample format: read, write, convert, and train from it (``data.format: pinrec``).
 
 One sample per line, five ``;``-separated fields, no header::
 
@@ -28,20 +28,23 @@ Command line (from the repository root)::
         [--group_num 5] [--max_seq_len 50] [--neg_per_pos 1] [--eval_neg_per_pos 20] [--seed 2024]
     python -m recstudio_edge.data.formats.pinrec check FILE [FILE ...] [--max_seq_len 50]
 
-``convert`` builds the samples exactly as ``-m PINRec`` trains on them (time-ordered histories,
-sampled negatives, activity-quantile groups, leave-one-out split by time; the data config is
-``configs/data/<d>.yaml`` over ``configs/base.yaml``, with the ``data.*`` defaults of
-``configs/model/PINRec.yaml``) and writes ``train.txt`` (one epoch's draw of negatives),
-``valid.txt``, ``test.txt``, and ``users.tsv`` / ``items.tsv`` (id -> the dataset's own token).
+``convert`` builds our ``ctr`` samples of a dataset (time-ordered histories, sampled negatives,
+activity-quantile groups) and writes ``train.txt`` (one epoch's draw of negatives), ``valid.txt``,
+``test.txt``, and ``users.tsv`` / ``items.tsv`` (id -> the dataset's own token). On the command
+line its data config is ``configs/base.yaml``'s ``data:``, then ``CONVERT_DEFAULTS`` (PINRec's
+protocol: leave-one-out split by time, 5 groups, histories of 50, 1 training and 20 evaluation
+negatives per positive), then ``configs/data/<d>.yaml``'s ``data:``, then the options given
+(``--group_num``, ``--max_seq_len``, ``--neg_per_pos``, ``--eval_neg_per_pos``); no model's
+config is read.
 
-Training from files: ``SampleFileDataModule(folder)`` serves ``train.txt`` / ``valid.txt`` /
-``test.txt`` (or any three files) as batches with our field names ``user_id, item_id, seq,
-seq_len, label, group_id``: the split is the files'. Training rows are shuffled per epoch
-(seeded), ``batch_size`` counts rows (the negatives are already in the file); ``num_users`` /
-``num_items`` are one more than the largest id in any file, ``group_num`` one more than the
-largest group id (or the given one, checked). It offers what the trainer, the model and the
-runner read from ``RecDataModule``: ``num_users``, ``num_items``, ``group_num``,
-``item_counts()``, ``eval_dataset(stage)``, the three dataloaders, and ``stats``.
+Training from files: ``data.format: pinrec`` makes ``RecDataModule`` read ``<data_dir>/<name>/``
+``train.txt`` / ``valid.txt`` / ``test.txt`` (other names with ``data.files: {train: ..., valid:
+..., test: ...}``) through ``SampleFiles`` and serve them as ``ctr`` batches with our field names
+``user_id, item_id, seq, seq_len, label, group_id``: the split is the files'. Training rows are
+shuffled per epoch (seeded), ``train.batch_size`` counts rows (the negatives are already in the
+file); ``num_users`` / ``num_items`` are one more than the largest id in any file, ``group_num``
+one more than the largest group id (or ``data.group_num``, checked); ``data.max_seq_len`` and
+``data.on_bad_line`` apply.
 """
 from __future__ import annotations
 
@@ -286,134 +289,114 @@ def write_samples(path: str | os.PathLike, samples, probability=None, chunk: int
 
 
 # ---- converting our datasets -------------------------------------------------------------------------
-PINREC_DATA_DEFAULTS = {"split": {"mode": "loo"}, "group_num": 5, "max_seq_len": 50, "neg_per_pos": 1,
-                        "eval_neg_per_pos": 20}
+# the command line's data defaults over configs/base.yaml (PINRec's protocol; the module docstring)
+CONVERT_DEFAULTS = {"split": {"mode": "loo"}, "group_num": 5, "max_seq_len": 50, "neg_per_pos": 1,
+                    "eval_neg_per_pos": 20}
 
 
 def convert(data_cfg: Dict[str, Any], data_dir: str | os.PathLike, out_dir: str | os.PathLike,
             seed: int = 2024) -> Dict[str, Any]:
     """Write our ctr samples of a dataset (``data_cfg``: a merged ``data:`` config) as PINRec files
     ``train.txt`` / ``valid.txt`` / ``test.txt`` plus ``users.tsv`` / ``items.tsv``; returns counts."""
-    from ..datamodule import RecDataModule
+    from ..dataset import KindBuilder
+    from ..loading import load_interactions
 
     cfg = dict(data_cfg)
     if not int(cfg.get("group_num") or 0):
         raise ValueError("convert: data.group_num must be > 0 (the group_id column)")
-    dm = RecDataModule(cfg, data_dir, "ctr", seed=seed)
-    dm.setup()
+    data = load_interactions(Path(data_dir), cfg, seed, cfg.get("cache", True))
+    builder = KindBuilder.from_config(data, cfg, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     torch.manual_seed(seed)  # the training negatives drawn for this file
-    train = dm.builder.train("ctr")
-    for name, ds in (("train", train), ("valid", dm.eval_dataset("valid")), ("test", dm.eval_dataset("test"))):
+    for name in ("train", "valid", "test"):
+        ds = builder.train("ctr") if name == "train" else builder.eval("ctr", name)
         batch = ds[torch.arange(len(ds))]
         write_samples(out / SPLIT_FILES[name], batch)
         counts[name] = int(batch["user_id"].numel())
-    for fname, tokens in (("users.tsv", dm.data.user_tokens), ("items.tsv", dm.data.item_tokens)):
+    for fname, tokens in (("users.tsv", data.user_tokens), ("items.tsv", data.item_tokens)):
         text = "id\ttoken\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(tokens) if i)
         tmp = out / f".{fname}.tmp{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, out / fname)
-    return {"out_dir": str(out), "rows": counts, "num_users": dm.num_users - 1, "num_items": dm.num_items - 1,
+    return {"out_dir": str(out), "rows": counts, "num_users": data.num_users - 1, "num_items": data.num_items - 1,
             "group_num": int(cfg["group_num"]), "max_seq_len": int(cfg.get("max_seq_len", 50))}
 
 
-# ---- a data module over sample files --------------------------------------------------------------------
-def _split_paths(source) -> Dict[str, Path]:
-    if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
+# ---- the files as a data source of RecDataModule --------------------------------------------------------
+def _split_paths(folder: Path, files: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
+    if not files:
         return {k: folder / v for k, v in SPLIT_FILES.items()}
-    paths = {k: Path(v) for k, v in dict(source).items()}
+    paths = {k: folder / Path(v) for k, v in dict(files).items()}  # an absolute path stays as it is
     unknown = set(paths) - set(SPLIT_FILES)
     if unknown or "train" not in paths:
-        raise ValueError(f"sample files: expected keys train (required), valid, test; got {sorted(paths)}")
+        raise ValueError(f"data.files for sample files: expected keys train (required), valid, test; got {sorted(paths)}")
     return paths
 
 
-try:  # the data module needs Lightning; reading and writing do not
-    import lightning.pytorch as _pl
+class SampleFiles:
+    """The sample files of one dataset, read once: what ``RecDataModule`` serves for
+    ``data.format: pinrec`` (see the module docstring). Offers the facts the data module passes
+    on (``num_users``, ``num_items``, ``group_num``, ``item_counts()``, ``train_keys()``,
+    ``stats``) and, as ``KindBuilder`` does for interactions, ``train(kind)`` / ``eval(kind, stage)``
+    datasets of the ``ctr`` kind."""
 
-    _Base = _pl.LightningDataModule
-except ImportError:  # pragma: no cover
-    _Base = object
-
-
-class SampleFileDataModule(_Base):
-    """Batches from PINRec sample files, split by file (see the module docstring)."""
-
-    def __init__(self, source, max_seq_len: int = 50, group_num: Optional[int] = None, batch_size: int = 2048,
-                 eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, on_bad_line: str = "error",
-                 steps_per_call: int = 1):
-        super().__init__()
-        self.paths = _split_paths(source)
-        self.max_seq_len, self.seed, self.num_workers = int(max_seq_len), int(seed), int(num_workers)
-        self.steps_per_call = max(1, int(steps_per_call))
-        self.loader_steps = 1  # set by recstudio_edge.wiring.connect
-        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
-        self.on_bad_line = on_bad_line
-        self._given_groups = group_num
+    def __init__(self, folder, files: Optional[Dict[str, Any]] = None, max_seq_len: int = 50,
+                 group_num: Optional[int] = None, on_bad_line: str = "error"):
+        self.folder = Path(folder)
+        self.paths = _split_paths(self.folder, files)
         self.samples: Dict[str, Samples] = {}
-        self.stats: Dict[str, float] = {}
-
-    def prepare_data(self) -> None:
-        if self.samples:
-            return
         for stage, p in self.paths.items():
             if stage == "train" or p.exists():
-                self.samples[stage] = read_samples(p, self.max_seq_len, self._given_groups, self.on_bad_line)
+                self.samples[stage] = read_samples(p, max_seq_len, group_num, on_bad_line)
         every = list(self.samples.values())
         self.num_users = max(int(s.user_id.max()) for s in every) + 1
         self.num_items = max(max(int(s.target_id.max()), int(s.seq.max())) for s in every) + 1
-        self.group_num = int(self._given_groups or max(int(s.group_id.max()) for s in every) + 1)
+        self.group_num = int(group_num or max(int(s.group_id.max()) for s in every) + 1)
         self.stats = {f"{k}_rows": float(len(s)) for k, s in self.samples.items()}
         self.stats.update(skipped_lines=float(sum(s.skipped for s in every)))
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        self.prepare_data()
-
-    # facts the model needs
     def item_counts(self) -> torch.Tensor:
+        """Positive training rows per target item."""
         tr = self.samples["train"]
         return torch.bincount(tr.target_id[tr.label > 0.5], minlength=self.num_items)
 
-    def eval_dataset(self, stage: str):
+    def train_keys(self) -> torch.Tensor:
+        """Sorted ``user * num_items + item`` keys of the positive training rows."""
+        tr = self.samples["train"]
+        pos = tr.label > 0.5
+        return torch.unique(tr.user_id[pos] * self.num_items + tr.target_id[pos])
+
+    def _dataset(self, kind: str, stage: str):
         from ..dataset import BatchDataset
 
+        if kind != "ctr":
+            raise DataError(str(self.folder),
+                            message=f"data.format=pinrec holds CTR samples; this model trains on '{kind}' data")
         if stage not in self.samples:
-            raise DataError(str(self.paths.get(stage, stage)), message=f"no {stage} sample file")
+            where = self.paths.get(stage)
+            raise DataError(str(where if where is not None else self.folder),
+                            message=f"no {stage} sample file" + ("" if where is not None else
+                                                                 f" (data.files names none for {stage})"))
         s = self.samples[stage]
         return BatchDataset(len(s), s.batch)
 
-    def _loader(self, stage: str, batch_size: int, shuffle: bool, pad: bool, steps: int = 1):
-        from ..dataset import make_loader
+    def train(self, kind: str):
+        return self._dataset(kind, "train")
 
-        return make_loader(self.eval_dataset(stage), batch_size, shuffle, self.seed, pad, self.num_workers, steps)
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        from ..datamodule import transfer_flat_batch
-
-        return transfer_flat_batch(batch, device, dataloader_idx, super().transfer_batch_to_device)
-
-    def train_dataloader(self):
-        return self._loader("train", self.batch_size, True, True, self.loader_steps)
-
-    def val_dataloader(self):
-        return self._loader("valid", self.eval_batch_size, False, False)
-
-    def test_dataloader(self):
-        return self._loader("test", self.eval_batch_size, False, False)
+    def eval(self, kind: str, stage: str):
+        return self._dataset(kind, stage)
 
 
 # ---- command line --------------------------------------------------------------------------------------
 def _data_config(dataset: Optional[str], overrides: Dict[str, Any]) -> Dict[str, Any]:
     from ...config import CONFIG_DIR, find_named_config, load_yaml, merge
 
+    """The command line's data config (the module docstring): base.yaml's ``data:`` <
+    ``CONVERT_DEFAULTS`` < ``configs/data/<dataset>.yaml``'s ``data:`` < the options given."""
     cfg = load_yaml(CONFIG_DIR / "base.yaml")["data"]
-    cfg = merge(cfg, PINREC_DATA_DEFAULTS)
-    mpath = find_named_config("model", "PINRec")
-    if mpath is not None:
-        cfg = merge(cfg, load_yaml(mpath).get("data") or {})
+    cfg = merge(cfg, CONVERT_DEFAULTS)
     if dataset:
         dpath = find_named_config("data", dataset)
         if dpath is not None:
