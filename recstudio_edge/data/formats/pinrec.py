@@ -49,8 +49,6 @@ one more than the largest group id (or ``data.group_num``, checked); ``data.max_
 from __future__ import annotations
 
 import argparse
-import io
-import math
 import os
 import sys
 import warnings
