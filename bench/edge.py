@@ -190,7 +190,7 @@ def accuracy_tables(name: str, work: Path, quick: bool, cut: str, trace_spec):
     """int8, codec and controller tables of one edge model, trained briefly on generated data;
     the split and the codecs on its first device variant, over the test rows that variant serves."""
     from recstudio_edge.config import build_config
-    from recstudio_edge.edge.onnx_export import labelled_batches
+    from recstudio_edge.edge.bundle import labelled_batches
     from recstudio_edge.edge.protocol import edge_parts_of, select_rows
     from recstudio_edge.edge.runtime import EdgePredictor
     from recstudio_edge.edge.split import (BandwidthTrace, CodecProfile, SplitController, SplitPipeline,

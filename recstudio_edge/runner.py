@@ -272,7 +272,7 @@ def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:
 
 
 def _task_export(run: Run, extra_callbacks=()) -> Dict[str, Any]:
-    from .edge.onnx_export import export_run
+    from .edge.bundle import export_run
 
     load_weights(run.model, run.cfg["ckpt"])
     ex = run.cfg["export"]

@@ -3,7 +3,7 @@
 Any model with an on-device part (``edge_parts()``, ``recstudio_edge.edge.protocol``) works. At ``on_fit_end`` (global zero
 only) the callback loads the best checkpoint's weights when a ``ModelCheckpoint`` kept one
 (else the weights as they are), exports through the same function as ``--task=export``
-(``recstudio_edge.edge.onnx_export.export_run``: named inputs, dynamic axes, sidecar, parity
+(``recstudio_edge.edge.bundle.export_run``: named inputs, dynamic axes, sidecar, parity
 check against PyTorch, optional int8 copy) into ``dirpath`` (default: the trainer's
 ``default_root_dir``), puts the model's own weights back, and keeps the reports in
 ``self.reports``. A parity failure raises: training that cannot produce a faithful device
@@ -43,7 +43,7 @@ class OnnxExport(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        from ..edge.onnx_export import export_run
+        from ..edge.bundle import export_run
 
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.use_best else ""
         saved = None

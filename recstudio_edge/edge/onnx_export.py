@@ -23,9 +23,9 @@ several, e.g. one per PINRec group), each exported by ``export_part`` on the par
 example inputs with its JSON sidecar (``edge_<variant>.json``: input names, dtypes, shapes with
 the dynamic axes named, value ranges and vocabulary sizes, axis limits, the rows the file serves,
 config hash, export time, parity checks, the file's sha256; docs/edge.md), and returns
-``{variant: export_onnx's dict}``. ``export_run`` adds the int8 copies, the split halves and
-``export.json``: it is what ``--task=export`` and the ``OnnxExport`` callback call, so there is
-one export path.
+``{variant: export_onnx's dict}``. ``edge.bundle.export_run`` adds the int8 copies, the split
+halves and ``export.json``: it is what ``--task=export`` and the ``OnnxExport`` callback call, so
+there is one export path.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ..utils import atomic_write_text
-from .protocol import EdgeProtocolError, Part, edge_parts_of, select_rows
+from .protocol import EdgeProtocolError, Part, edge_parts_of
 
 log = logging.getLogger("recstudio_edge")
 from .runtime import SIDECAR_FORMAT  # noqa: E402  (one definition, shared with the runtime)
@@ -339,7 +339,10 @@ def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exp
                        ) -> Dict[str, Dict[str, Any]]:
     """Export every device variant of ``model`` (its ``edge_parts()``; or the given ``variants``)
     into ``out_dir``: ``onnx_name(variant)`` each with its sidecar; returns ``{variant: report}``."""
-    parts = edge_parts_of(model)
+    try:
+        parts = edge_parts_of(model)
+    except EdgeProtocolError as e:
+        raise OnnxExportError(str(e)) from None
     names = parts.variants if variants is None else [str(v) for v in variants]
     unknown = [v for v in names if v not in parts.device]
     if unknown:
@@ -352,73 +355,5 @@ def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exp
             for v in names}
 
 
-def labelled_batches(datamodule, stage: str = "test", batch_size: int = 4096):
-    """The datamodule's ``stage`` rows as numpy dicts (for the quantisation delta); ``[]`` when it
-    has none or they carry no ``label`` (ranking data)."""
-    if datamodule is None or not callable(getattr(datamodule, "eval_dataset", None)):
-        return []
-    try:
-        ds = datamodule.eval_dataset(stage)
-    except Exception:  # noqa: BLE001 - e.g. sample files without a test file: no delta, said in the report
-        return []
-    out = []
-    for s in range(0, len(ds), batch_size):
-        b = ds[torch.arange(s, min(s + batch_size, len(ds)))]
-        if "label" not in b:
-            return []
-        out.append({k: v.cpu().numpy() for k, v in b.items() if isinstance(v, torch.Tensor)})
-    return out
-
-
-def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
-               config: Optional[Mapping[str, Any]] = None, quantize: bool = False, datamodule=None,
-               split: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
-    """What ``--task=export`` and the ``OnnxExport`` callback do: ``export_edge_models``; with
-    ``quantize``, an int8 copy of each file (``recstudio_edge.edge.quantize``) with its size and,
-    on the datamodule's labelled test rows (the rows each file serves, by its ``rows``), the AUC of
-    both; with ``split`` (a stage name), each variant also cut there into ``<variant>/device.onnx``
-    and ``<variant>/cloud.onnx`` (``edge.split.export_split``, verified like a whole export); then
-    ``export.json`` with every report, in ``out_dir``."""
-    parts = edge_parts_of(model)
-    if split:  # a stage that does not exist fails before anything is written
-        from .split import split_parts
-
-        for part in parts.device.values():
-            split_parts(part, split)
-    reports = export_edge_models(model, out_dir, tol=tol, exporter=exporter, config=config)
-    if quantize:
-        from .quantize import quantization_report, quantize_file
-
-        batches = labelled_batches(datamodule)
-        for name, r in reports.items():
-            part = parts.device[name]
-            q = quantize_file(r["path"])
-            mine = batches
-            if part.rows and batches:  # the rows this file serves
-                try:
-                    mine = [{k: v[select_rows(part, b)] for k, v in b.items()} for b in batches]
-                except EdgeProtocolError:
-                    mine = []
-                mine = [b for b in mine if len(b["label"])]
-                q["rows_of"] = ", ".join(f"{k}={v}" for k, v in part.rows.items())
-            if mine:
-                q.update(quantization_report(r["path"], q["path"], mine))
-                log.info("%s int8: %d -> %d bytes, AUC %.4f -> %.4f (delta %+.4f) on %d test rows", name,
-                         q["float_bytes"], q["bytes"], q["auc_float"], q["auc_int8"], q["auc_delta"], q["rows"])
-            else:
-                q["accuracy"] = "not measured: no labelled (pointwise) test rows" + \
-                    (f" with {q['rows_of']}" if q.get("rows_of") else "")
-            r["int8"] = q
-    if split:
-        from .split import export_split
-
-        for name, r in reports.items():
-            folder = Path(out_dir) if len(reports) == 1 else Path(out_dir) / f"split_{name}"
-            r["split"] = export_split(model, split, folder, variant=name, tol=tol, exporter=exporter, config=config)
-    atomic_write_text(Path(out_dir) / "export.json", json.dumps(reports, indent=1, default=str))
-    return reports
-
-
 __all__ = ["export_onnx", "export_edge_models", "export_part", "OnnxExportError", "axis_sizes", "random_like",
-           "build_sidecar", "sidecar_path", "onnx_name", "config_hash", "EXPORTERS", "SIDECAR_FORMAT", "export_run",
-           "labelled_batches"]
+           "build_sidecar", "sidecar_path", "onnx_name", "config_hash", "EXPORTERS", "SIDECAR_FORMAT"]

@@ -14,7 +14,7 @@ def small_pinrec(trunk: str = "DIN", groups: int = 2, num_items: int = 40, embed
                    arch_config={"trunk": trunk}).eval()
     model.set_plugins(True)
     with torch.no_grad():
-        for p in model.plugins.parameters():
+        for p in (p for site in model.plugin_sites().values() for p in site.parameters()):
             p.add_(torch.randn(p.shape) * 0.3)
     return model
 

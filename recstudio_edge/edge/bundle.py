@@ -1,0 +1,91 @@
+"""What ``--task=export`` and the ``OnnxExport`` callback write: one bundle of files per run.
+
+``export_run(model, out_dir)``: every device variant of the model's ``edge_parts()``, exported
+and verified (``onnx_export.export_edge_models``); with ``quantize``, an int8 copy of each
+(``quantize``) with its size and its AUC on the labelled test rows each file serves; with
+``split``, each device model cut at that stage into ``device.onnx`` + ``cloud.onnx``
+(``split.export_split``); and ``export.json`` with every report. Kept apart from
+``onnx_export`` and ``split`` because it uses both.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+
+from ..utils import atomic_write_text
+from .onnx_export import export_edge_models
+from .protocol import EdgeProtocolError, edge_parts_of, select_rows
+from .split import export_split, split_parts
+
+log = logging.getLogger("recstudio_edge")
+
+
+def labelled_batches(datamodule, stage: str = "test", batch_size: int = 4096):
+    """The datamodule's ``stage`` rows as numpy dicts (for the quantisation delta); ``[]`` when it
+    has none or they carry no ``label`` (ranking data)."""
+    if datamodule is None or not callable(getattr(datamodule, "eval_dataset", None)):
+        return []
+    try:
+        ds = datamodule.eval_dataset(stage)
+    except Exception:  # noqa: BLE001 - e.g. sample files without a test file: no delta, said in the report
+        return []
+    out = []
+    for s in range(0, len(ds), batch_size):
+        b = ds[torch.arange(s, min(s + batch_size, len(ds)))]
+        if "label" not in b:
+            return []
+        out.append({k: v.cpu().numpy() for k, v in b.items() if isinstance(v, torch.Tensor)})
+    return out
+
+
+def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
+               config: Optional[Mapping[str, Any]] = None, quantize: bool = False, datamodule=None,
+               split: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+    """What ``--task=export`` and the ``OnnxExport`` callback do: ``export_edge_models``; with
+    ``quantize``, an int8 copy of each file (``recstudio_edge.edge.quantize``) with its size and,
+    on the datamodule's labelled test rows (the rows each file serves, by its ``rows``), the AUC of
+    both; with ``split`` (a stage name), each variant also cut there into ``device.onnx`` and
+    ``cloud.onnx`` (in ``split_<variant>/`` when the model has several) (``edge.split.export_split``, verified like a whole export); then
+    ``export.json`` with every report, in ``out_dir``."""
+    parts = edge_parts_of(model)
+    if split:  # a stage that does not exist fails before anything is written
+        for part in parts.device.values():
+            split_parts(part, split)
+    reports = export_edge_models(model, out_dir, tol=tol, exporter=exporter, config=config)
+    if quantize:
+        from .quantize import quantization_report, quantize_file
+
+        batches = labelled_batches(datamodule)
+        for name, r in reports.items():
+            part = parts.device[name]
+            q = quantize_file(r["path"])
+            mine = batches
+            if part.rows and batches:  # the rows this file serves
+                try:
+                    mine = [{k: v[select_rows(part, b)] for k, v in b.items()} for b in batches]
+                except EdgeProtocolError:
+                    mine = []
+                mine = [b for b in mine if len(b["label"])]
+                q["rows_of"] = ", ".join(f"{k}={v}" for k, v in part.rows.items())
+            if mine:
+                q.update(quantization_report(r["path"], q["path"], mine))
+                log.info("%s int8: %d -> %d bytes, AUC %.4f -> %.4f (delta %+.4f) on %d test rows", name,
+                         q["float_bytes"], q["bytes"], q["auc_float"], q["auc_int8"], q["auc_delta"], q["rows"])
+            else:
+                q["accuracy"] = "not measured: no labelled (pointwise) test rows" + \
+                    (f" with {q['rows_of']}" if q.get("rows_of") else "")
+            r["int8"] = q
+    if split:
+        for name, r in reports.items():
+            folder = Path(out_dir) if len(reports) == 1 else Path(out_dir) / f"split_{name}"
+            r["split"] = export_split(model, split, folder, variant=name, tol=tol, exporter=exporter, config=config)
+    atomic_write_text(Path(out_dir) / "export.json", json.dumps(reports, indent=1, default=str))
+    return reports
+
+
+__all__ = ["export_run", "labelled_batches"]
