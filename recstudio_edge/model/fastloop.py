@@ -23,7 +23,9 @@ and returns the batches per training step the data module should group: ``wanted
 (``train.steps_per_call``) with the fast loop on and no per-batch model hook
 (``on_train_batch_start`` / ``_end``, which would then see each call once), else 1 (said once
 in the log). Without a trainer the switch is off: Lightning's automatic loop, one batch per
-step. Either way ``trainer.global_step`` counts optimiser steps.
+step. Either way ``trainer.global_step`` counts optimiser steps. At each epoch's first fast step
+the rules are checked again against the Trainer that fits (an error naming ``connect`` when the
+switch was decided for another one that the fit does not match).
 
 Everything that touches Lightning's private attributes is here and nowhere else in the package:
 ``attached_trainer`` (the module's Trainer or None, without the error ``module.trainer`` raises
@@ -47,7 +49,7 @@ AUTOMATIC_ONLY_HOOKS = ("optimizer_step", "optimizer_zero_grad", "on_before_zero
 PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end")
 # written very often (Lightning's hook bookkeeping, the running loss); never parameters, buffers or modules
 _PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_n"})
-_FOR = "_fast_loop_for"  # id() of the Trainer the switch turned the fast loop on for, else None
+_ON = "_fast_loop_on"  # True when the switch turned the fast loop on
 
 
 def attached_trainer(module) -> Optional["pl.Trainer"]:
@@ -144,12 +146,11 @@ def switch(module, trainer: Optional["pl.Trainer"] = None, wanted: int = 1) -> i
         raise ValueError(f"train.steps_per_call must be >= 1, got {wanted}")
     if not isinstance(module, FastLoop):
         return 1
-    ours = module.__dict__.get(_FOR) is not None
-    if not module.automatic_optimization and not ours:
+    if not module.automatic_optimization and not is_on(module):
         return 1  # the module's own choice of manual optimisation
     on = trainer is not None and fits(module, trainer)
     module.automatic_optimization = not on
-    module.__dict__[_FOR] = id(trainer) if on else None
+    module.__dict__[_ON] = on
     if wanted == 1 or trainer is None:
         return 1
     if on and not any(is_overridden(h, module, parent=pl.LightningModule) for h in PER_BATCH_HOOKS):
@@ -160,20 +161,21 @@ def switch(module, trainer: Optional["pl.Trainer"] = None, wanted: int = 1) -> i
 
 
 def is_on(module) -> bool:
-    """Whether the switch turned the fast loop on (for some Trainer)."""
-    return module.__dict__.get(_FOR) is not None
+    """Whether the switch turned the fast loop on."""
+    return bool(module.__dict__.get(_ON))
 
 
 def _check_fit(module) -> None:
-    """At each epoch's first manual step: the fit is the one the switch was decided for, and
-    ``configure_optimizers`` kept its word (one optimiser, no scheduler)."""
-    trainer = module.trainer
-    decided = module.__dict__.get(_FOR)
-    if decided is None:
+    """At each epoch's first manual step: the fast loop still suits the fit (the switch may have
+    been decided for another Trainer), and ``configure_optimizers`` kept its word (one optimiser,
+    no scheduler)."""
+    if not is_on(module):
         return  # manual optimisation chosen by the module itself
-    if decided != id(trainer):
-        raise RuntimeError(f"the fast training loop of {type(module).__name__} was decided for another Trainer: call "
-                           f"recstudio_edge.wiring.connect(model, datamodule, trainer) with the Trainer that fits")
+    trainer = module.trainer
+    if not fits(module, trainer):
+        raise RuntimeError(f"the fast training loop of {type(module).__name__} was switched on for another Trainer "
+                           f"and does not suit this fit: call recstudio_edge.wiring.connect(model, datamodule, "
+                           f"trainer) with the Trainer that fits")
     if len(trainer.optimizers) != 1 or trainer.lr_scheduler_configs:
         raise RuntimeError(f"{type(module).__name__}.configure_optimizers is marked @single_optimizer but gave "
                            f"{len(trainer.optimizers)} optimisers and {len(trainer.lr_scheduler_configs)} "

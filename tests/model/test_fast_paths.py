@@ -192,14 +192,21 @@ def test_without_a_trainer_connect_leaves_lightnings_automatic_loop(tmp_path):
     assert connect(model, dm, _trainer(gradient_clip_val=1.0)) == 1 and model.automatic_optimization
 
 
-def test_the_fast_loop_is_decided_for_one_trainer(tmp_path):
+def test_the_fast_loop_is_decided_for_the_trainer_that_fits(tmp_path):
+    """Switched on for one Trainer, fitted by another that it does not suit (a callback with an
+    automatic-loop hook): an error naming connect, not a silently different loop."""
     from tests.conftest import synthetic_datamodule
+
+    class ZeroGradHook(pl.Callback):
+        def on_before_zero_grad(self, trainer, module, optimizer):
+            pass
 
     dm = synthetic_datamodule(tmp_path, "mf", users=60, items=40, mean=10, batch_size=16)
     model = create_model("BPR", num_users=dm.num_users, num_items=dm.num_items, embed_dim=8, topk=[5])
     connect(model, dm, _trainer())
-    with pytest.raises(RuntimeError, match=r"decided for another Trainer.*wiring\.connect"):
-        _trainer().fit(model, datamodule=dm)
+    with pytest.raises(RuntimeError, match=r"switched on for another Trainer.*wiring\.connect"):
+        _trainer(callbacks=[ZeroGradHook()]).fit(model, datamodule=dm)
+    assert connect(model, dm, _trainer(callbacks=[ZeroGradHook()])) == 1 and model.automatic_optimization
 
 
 def test_a_model_with_its_own_optimisers_keeps_the_automatic_loop(tmp_path):
