@@ -16,6 +16,7 @@ from .config import CONFIG_DIR, ConfigError, build_config, load_yaml
 from .data.errors import DataError
 from .model import get_model_class, list_models
 from .names import did_you_mean
+from .runner import TASKS  # task name -> the function that runs it
 
 USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--task=train|test|infer|export]
                      [--mode=light|detail|tune] [--epochs=N] [--data_dir=DIR] [--output_dir=DIR]
@@ -26,7 +27,6 @@ USAGE = """usage: python run.py [-m=MODEL] [-d=DATASET] [--config=my.yaml] [--ta
   --key=value     any config key, dotted (--train.lr=0.01, --trainer.strategy=ddp) or a unique
                   leaf name (--lr=0.01); values are YAML (--topk=[5,10])
 """
-TASKS = ("train", "test", "infer", "export")
 BACKENDS = ("torch", "onnx")  # --task=infer: PyTorch from the checkpoint, or the exported edge model in onnxruntime
 EXPORTERS = ("auto", "dynamo", "torchscript")  # export.exporter (recstudio_edge.edge.onnx_export.EXPORTERS)
 PLANNED_TASKS = {"tune": "NNI hyper-parameter search is a mode, not a task: use --mode=tune"}

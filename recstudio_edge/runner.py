@@ -236,6 +236,10 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
         raise ConfigError("--task=infer reads interaction datasets; for sample files, test with --task=test "
                           "(python -m recstudio_edge.data.formats.pinrec writes predictions back to the format)")
     model = build_model(cfg, model_cls, dm)
+    if task != "train":  # the data checks and facts of training (_train connects again, with its Trainer)
+        from .wiring import connect
+
+        connect(model, dm)
     if _needs_edge(cfg, task) and not has_edge_part(model):
         raise ConfigError(f"{model_cls.__name__} has no on-device part (it defines no edge_parts()): "
                           f"nothing to export or serve with onnxruntime (docs/edge.md)")
@@ -306,7 +310,7 @@ def _task_infer(run: Run, extra_callbacks=()) -> Dict[str, Any]:
     return {"run_dir": str(run.run_dir), "output": str(out)}
 
 
-# task name -> what runs it (cli.TASKS lists the same names)
+# task name -> what runs it (the command line's --task takes these names)
 TASKS = {"train": _task_train, "test": _task_test, "export": _task_export, "infer": _task_infer}
 
 
