@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .checkpoint import load_weights  # noqa: F401  (runner.load_weights: kept for callers)
+from .checkpoint import load_weights
 from .config import ConfigError, dump
 from .data.datamodule import RecDataModule
 from .utils import atomic_write_text
