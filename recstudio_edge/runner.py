@@ -89,8 +89,6 @@ def resolve_val_metric(cfg: Dict[str, Any], model_cls) -> str:
     vm = str(cfg["eval"]["val_metric"]).lower()
     if vm == "auto":
         vm = model_cls.default_val_metric
-    from .model.base import Recommender
-
     if model_cls.eval_kind == "ranking":
         known = [f"{m}@{k}" for m in cfg["eval"]["metrics"] for k in cfg["eval"]["topk"]]
     else:

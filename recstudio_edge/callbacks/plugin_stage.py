@@ -87,7 +87,7 @@ class PluginStage(pl.Callback):
         self.switch_epoch: Optional[int] = None
         self._hooks: List[Any] = []
         self._present: Optional[torch.Tensor] = None
-        self._trainer = None
+        self._fit_trainer = None
         self._module = None
 
     # ---- state ------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class PluginStage(pl.Callback):
             plugin_sites_of(pl_module)  # fail early with a clear message
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._trainer, self._module = trainer, pl_module
+        self._fit_trainer, self._module = trainer, pl_module
         if self.switched:  # resumed after the switch: the lr is already lowered (optimiser state)
             self._enter_stage2(trainer, pl_module, lower_lr=False)
         elif self.plugins:
@@ -149,7 +149,7 @@ class PluginStage(pl.Callback):
         if group is None:
             raise ValueError("PluginStage(aggregate=True) needs batch['group_id']: set data.group_num > 0 "
                              "(or train from sample files that carry group_id)")
-        trainer = self._trainer
+        trainer = self._fit_trainer
         world = trainer.world_size if trainer is not None else 1
         reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
         module = self._module

@@ -25,7 +25,7 @@ from a vocabulary size, so models do not copy input descriptions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Dict, Mapping, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import torch
 from torch import nn

@@ -10,7 +10,7 @@ Metric sums are reduced across processes, so DDP gives the same numbers as one p
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -191,14 +191,4 @@ class Recommender(FastLoop, pl.LightningModule):
         return "min" if metric.lower() == "logloss" else "max"
 
 
-def metric_names_for(model: Recommender) -> List[str]:
-    if model.eval_kind == "ranking":
-        return [f"{m}@{k}" for m in model.metric_names for k in model.topk]
-    return ["auc", "gauc", "logloss"]
-
-
-def default_val_metric(model_cls) -> str:
-    return model_cls.default_val_metric
-
-
-__all__ = ["Recommender", "OPTIMIZERS", "metric_names_for", "default_val_metric"]
+__all__ = ["Recommender", "OPTIMIZERS"]

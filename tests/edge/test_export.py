@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recstudio_edge.edge import OnnxExportError, export_edge_models, export_onnx
-from tests.edge.conftest import device, examples, small_pinrec
+from tests.edge.conftest import examples, small_pinrec
 
 
 # SASRec goes through the default exporter (dynamo; TorchScript's graph of it has a bool EyeLike
