@@ -128,18 +128,22 @@ def validate(model, batches):
     return model.last_metrics["valid"]
 
 
+def validate_and_score(model, batches):
+    """``(metrics of a validation pass, the logits of every row, column -> list of every row)``."""
+    got = validate(model, batches)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model.score(b) for b in batches]).tolist()
+    return got, logits, lambda k: torch.cat([b[k] for b in batches]).tolist()
+
+
 def test_a_pointwise_model_without_group_num_gets_per_group_metrics_from_group_id():
     from recstudio_edge.model.ctr.din import DIN
 
     torch.manual_seed(0)
     model = DIN(num_items=30, embed_dim=8, hidden=(16, 8), max_seq_len=6)
     assert not hasattr(model, "group_num")
-    batches = eval_batches()
-    got = validate(model, batches)
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model.score(b) for b in batches]).tolist()
-    cat = lambda k: torch.cat([b[k] for b in batches]).tolist()  # noqa: E731
+    got, logits, cat = validate_and_score(model, eval_batches())
     # no group_num: groups 0 .. the largest id (2); group 1 has no rows
     want = metrics_by_hand(logits, cat("label"), cat("user_id"), cat("group_id"), 3)
     assert want["rows_g1"] == 0 and want["rows_g0"] + want["rows_g2"] == 120
@@ -164,11 +168,6 @@ def test_a_model_with_group_num_reports_every_group():
     torch.manual_seed(0)
     model = PINRec(num_items=30, embed_dim=8, group_num=4, max_seq_len=6)
     model.set_plugins(True)
-    batches = eval_batches()
-    got = validate(model, batches)
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model.score(b) for b in batches]).tolist()
-    cat = lambda k: torch.cat([b[k] for b in batches]).tolist()  # noqa: E731
+    got, logits, cat = validate_and_score(model, eval_batches())
     assert_same(got, metrics_by_hand(logits, cat("label"), cat("user_id"), cat("group_id"), 4))
     assert got["rows_g3"] == 0 and math.isnan(got["auc_g3"])
