@@ -437,7 +437,7 @@ def test_learns_on_generated_data_with_groups(dm, capsys):
 
 
 # ---- the command line ----------------------------------------------------------------------------------
-def test_command_line_train_and_infer(run_cli, monkeypatch, tmp_path):
+def test_command_line_train_and_infer(run_cli, monkeypatch, tmp_path, capsys):
     """``run.py -m=PINRec``: per-group metrics in metrics.json, then --task=infer in input order.
     Until configs/base.yaml carries the plugin_stage: section, a patched copy of configs/ is used
     and the stage switch (wired in runner.py by the lead) is not required."""
@@ -462,6 +462,13 @@ def test_command_line_train_and_infer(run_cli, monkeypatch, tmp_path):
     test = read_metrics(run)["test"]
     for g in range(5):
         assert math.isfinite(test[f"auc_g{g}"]) and math.isfinite(test[f"gauc_g{g}"]), test
+    # the head-vs-tail table: printed at the end of the run and saved next to metrics.json
+    table = (run / "groups.txt").read_text()
+    assert table.strip() in capsys.readouterr().out
+    rows = {line[:16].strip(): float(line.split()[-1]) for line in table.splitlines()[1:]}
+    assert rows["auc g0"] == pytest.approx(test["auc_g0"], abs=5e-5)
+    assert rows["auc tail"] == pytest.approx((test["auc_g0"] + test["auc_g1"]) / 2, abs=1e-4)
+    assert rows["auc head"] == pytest.approx(test["auc_g4"], abs=5e-5)
     if wired:  # the runner adds PluginStage for models with plugin sites
         assert "PluginStage: epoch 1: plugins on" in (run / "run.log").read_text()
         last = torch.load(run / "last.ckpt", weights_only=True)
