@@ -274,7 +274,8 @@ def config_hash(config: Optional[Mapping[str, Any]] = None, model=None) -> Dict[
         text, source = json.dumps(config, sort_keys=True, default=str), "run config"
     else:
         desc = {"class": type(model).__name__,
-                **{k: getattr(model, k) for k in ("num_users", "num_items", "max_seq_len", "embed_dim", "group_num")
+                # the sizes every Recommender has; the rest of a model's shape is in its parameter shapes
+                **{k: getattr(model, k) for k in ("num_users", "num_items", "max_seq_len")
                    if isinstance(getattr(model, k, None), (int, float, str))},
                 "params": {k: list(v.shape) for k, v in model.state_dict().items()}}
         text, source = json.dumps(desc, sort_keys=True, default=str), "model"

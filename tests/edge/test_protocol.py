@@ -111,3 +111,32 @@ def test_the_router_sends_each_row_to_the_file_that_serves_it(exported, tmp_path
         router.predict({**feed, "group_id": np.array([1, 0, 5, 1, 1, 0, 1, 0, 0, 0, 1])})
     with pytest.raises(EdgeInputError, match="serve rows by 'group_id' but the batch has no 'group_id'"):
         router.predict({k: feed[k] for k in ("item_id", "seq")})
+
+
+def test_the_edge_machinery_knows_no_model_field_or_key():
+    """Export, bundle, split, quantisation and runtime read ``edge_parts()`` only: their code
+    (docstrings and comments aside) names no model, no batch field and no model key. (The
+    protocol itself declares the zoo's shared vocabulary, e.g. ``history``'s ``seq`` axis.)"""
+    import ast
+
+    banned = {"pinrec", "din", "sasrec", "gru4rec", "group_id", "item_id", "seq", "group_num", "embed_dim",
+              "edge_model", "edge_variants", "plugins"}
+    root = Path(__file__).resolve().parents[2] / "recstudio_edge" / "edge"
+    hits = []
+    for name in ("onnx_export.py", "bundle.py", "split.py", "runtime.py", "quantize.py"):
+        tree = ast.parse((root / name).read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            words = []
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                words = [w.strip(".,:;()[]{}'\"").lower() for w in node.value.split()]
+            elif isinstance(node, ast.Name):
+                words = [node.id.lower()]
+            elif isinstance(node, ast.Attribute):
+                words = [node.attr.lower()]
+            elif isinstance(node, ast.arg):
+                words = [node.arg.lower()]
+            hits += [f"{name}:{node.lineno}: {w}" for w in words if w in banned]
+    assert not hits, hits
