@@ -32,5 +32,5 @@ def test_sasrec_input_is_not_dominated_by_positions():
     torch.manual_seed(0)
     model = create_model("SASRec", num_users=10, num_items=3001, max_seq_len=200)
     items = model.item_emb.weight[1:].detach() * model.scale
-    pos = model.pos_emb.weight.detach()
+    pos = model.encoder.pos_emb.weight.detach()
     assert items.norm(dim=1).mean() > pos.norm(dim=1).mean()

@@ -34,11 +34,6 @@ class SASRec(ItemTower):
         nn.init.xavier_normal_(self.item_emb.weight[1:])
         nn.init.xavier_normal_(self.encoder.pos_emb.weight)
 
-    @property
-    def pos_emb(self) -> nn.Embedding:
-        """The position table (``encoder.pos_emb``)."""
-        return self.encoder.pos_emb
-
     def query_all(self, batch, last_only: bool = False):
         seq = batch["seq"]
         return self.encoder(self.item_emb(seq) * self.scale, seq, last_only)
