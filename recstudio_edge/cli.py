@@ -86,6 +86,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         raise SystemExit(2)
 
 
+def entry() -> None:
+    """The ``recstudio-edge`` console command (pyproject.toml): ``main()`` exactly as ``python run.py``
+    calls it; the run's result dict is not handed to ``sys.exit`` as an exit status."""
+    main()
+
+
 def _main(argv: List[str]) -> Dict[str, Any]:
     opts, over = parse_argv(argv)
     ckpt = over.get("ckpt")

@@ -18,7 +18,10 @@ import yaml
 from .names import did_you_mean
 from .registry import constructor_params
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# an installed package carries its configs as recstudio_edge/configs (setup.py); a checkout (or an
+# editable install) reads the repository's top-level configs/
+_PKG_CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = _PKG_CONFIGS if (_PKG_CONFIGS / "base.yaml").is_file() else Path(__file__).resolve().parent.parent / "configs"
 # mappings whose keys are free-form (checked by the code that reads them)
 OPEN_SECTIONS = {"data.fields", "data.files", "data.generator", "tune"}
 # keys the CLI fills in for the model constructor; a model config must not set them
