@@ -129,9 +129,9 @@ def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minm
                   with_checkpoints: bool = True, extra_callbacks=()):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from .callbacks.metrics_table import MetricsTable
+    from .callbacks.report import RunCSVLogger
 
     callbacks = list(extra_callbacks)
     monitor = f"valid/{val_metric}"
@@ -158,7 +158,7 @@ def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minm
     tr.setdefault("num_sanity_val_steps", 0)
     tr.setdefault("log_every_n_steps", 50)
     trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, default_root_dir=str(run_dir),
-                         logger=CSVLogger(str(run_dir), name="", version="logs"),
+                         logger=RunCSVLogger(str(run_dir), name="", version="logs"),  # kept across --resume
                          use_distributed_sampler=False, **tr)
     return trainer, ckpt_cb
 
@@ -263,12 +263,19 @@ def _task_train(run: Run, extra_callbacks=()) -> Dict[str, Any]:
 
 def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:
     load_weights(run.model, run.cfg["ckpt"])
-    trainer, _ = build_trainer(run.cfg, run.run_dir, run.val_metric, run.mode, epochs=0, with_checkpoints=False)
+    from .callbacks.report import TopkCurve
+
+    curve = TopkCurve()  # metric@k for k = 1..max topk, in the same test pass
+    trainer, _ = build_trainer(run.cfg, run.run_dir, run.val_metric, run.mode, epochs=0, with_checkpoints=False,
+                               extra_callbacks=[curve])
     trainer.test(run.model, datamodule=run.dm, verbose=False)
     metrics = {"test": run.model.last_metrics.get("test", {}), "ckpt": str(run.cfg["ckpt"])}
     _write_metrics(run.run_dir, metrics)
     say(_format_metrics("test", metrics["test"]))
     _say_groups(run.run_dir, metrics["test"])
+    from .evaluation.report import report_test, safely
+
+    safely(report_test, run.run_dir, metrics, curve.curve, getattr(run.model, "topk", ()))  # topk.png + report.md
     say(f"run folder: {run.run_dir}")
     return {"run_dir": str(run.run_dir), **metrics}
 
@@ -371,6 +378,10 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
         say(_format_metrics("valid (best)", valid))
         say(_format_metrics("test", metrics["test"]))
         _say_groups(run_dir, metrics["test"])
+        from .callbacks.report import epoch_events
+        from .evaluation.report import report_train, safely
+
+        safely(report_train, run_dir, metrics, mode, epoch_events(trainer, model))  # plots + report.md
         say(f"run folder: {run_dir}")
     return {"run_dir": str(run_dir), **metrics}
 

@@ -36,6 +36,8 @@ from typing import Any, Dict, List, Optional
 import lightning.pytorch as pl
 import torch
 
+from ..evaluation.report import STAGE_SWITCH
+
 log = logging.getLogger("recstudio_edge")
 
 
@@ -97,6 +99,11 @@ class PluginStage(pl.Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.switched = bool(state_dict.get("switched", False))
         self.switch_epoch = state_dict.get("switch_epoch")
+
+    @property
+    def epoch_events(self) -> List[Any]:
+        """The stage switch as an epoch event for the run report (recstudio_edge/callbacks/report.py)."""
+        return [] if self.switch_epoch is None else [(self.switch_epoch, STAGE_SWITCH)]
 
     # ---- Lightning hooks ----------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
