@@ -33,17 +33,21 @@ def default_bench_data() -> Path:
     return _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "recstudio_edge" / "bench"
 
 
-# Set-up outside the repo (see bench/README.md), each path overridable by its environment variable:
+# Set-up outside the repo (``python bench/setup.py``; see bench/README.md), each path overridable
+# by its environment variable:
 #   BENCH_DATA   data, RecBole configs, logs and our run folders (default: default_bench_data());
 #   PEER_PY      the python of the RecBole 1.2.1 venv (default <BENCH_DATA>/peer-venv/bin/python);
-#   PEER_RUNNER  run_peer.py (default: shared/peer/run_peer.py beside the checkout).
+#   PEER_RUNNER  the peer's runner (default: bench/peer/run_peer.py of this checkout).
 BENCH_DATA = _env_path("BENCH_DATA", default_bench_data())
 PEER_PY = _env_path("PEER_PY", BENCH_DATA / "peer-venv" / "bin" / "python")
-PEER_RUNNER = _env_path("PEER_RUNNER", REPO.parent / "shared" / "peer" / "run_peer.py")
+PEER_DIR = REPO / "bench" / "peer"            # run_peer.py, compat.py, configs/ (templates, data paths relative)
+PEER_RUNNER = _env_path("PEER_RUNNER", PEER_DIR / "run_peer.py")
+PEER_TEMPLATES = PEER_DIR / "configs"
 PEER_CONFIGS = BENCH_DATA / "peer_configs"
 PEER_DATA = BENCH_DATA / "data"              # RecBole integer-id .inter files (data_path of the configs)
 OURS_DATA = BENCH_DATA / "ours"              # <OURS_DATA>/ml-1m/ml-1m.inter -> real atomic ml-1m
 ML1M_ATOMIC = BENCH_DATA / "ml-1m-atomic"
+ML100K_ATOMIC = BENCH_DATA / "ml-100k-atomic"
 RUNS_DIR = BENCH_DATA / "runs"               # our run folders (outside the repo)
 
 # Dataset name -> (our data_dir, what it is). RecBole reads PEER_DATA/<name>/<name>.inter.
@@ -56,22 +60,37 @@ OUR_DATA_DIRS = {
 # ---- environment ---------------------------------------------------------------------------------
 def ensure_ours_data() -> None:
     """``<OURS_DATA>/ml-1m/ml-1m.inter`` as a symlink to the real atomic file (never copied)."""
+    target = ML1M_ATOMIC / "ml-1m.inter"
+    if not target.exists():
+        raise SystemExit(f"error: {target} not found: run `python bench/setup.py --bench-data {BENCH_DATA}` "
+                         "(see bench/README.md)")
     folder = OURS_DATA / "ml-1m"
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "ml-1m.inter"
     if not link.exists():
-        link.symlink_to(ML1M_ATOMIC / "ml-1m.inter")
+        if link.is_symlink():  # dangling: BENCH_DATA was moved
+            link.unlink()
+        link.symlink_to(target)
 
 
-def check_setup(need_peer: bool = True) -> None:
-    missing = [str(p) for p in (PEER_DATA / "synth-1m" / "synth-1m.inter", ML1M_ATOMIC / "ml-1m.inter")
-               if not p.exists()]
+def setup_missing(need_peer: bool = True, quick: bool = False) -> List[str]:
+    """The set-up files a benchmark needs that are not there (``quick``: the ml-100k set only)."""
+    need = [PEER_DATA / "ml-100k" / "ml-100k.inter"] if quick else \
+        [PEER_DATA / "synth-1m" / "synth-1m.inter", ML1M_ATOMIC / "ml-1m.inter"]
     if need_peer:
-        missing += [str(p) for p in (PEER_PY, PEER_RUNNER, PEER_CONFIGS / "bpr.yaml") if not p.exists()]
+        need += [PEER_PY, PEER_RUNNER, PEER_CONFIGS / "bpr.yaml"]
+    return [str(p) for p in need if not p.exists()]
+
+
+def check_setup(need_peer: bool = True, quick: bool = False) -> None:
+    """Exit with one line naming what is missing and the command that makes it."""
+    missing = setup_missing(need_peer, quick)
     if missing:
-        raise SystemExit("benchmark set-up missing (see bench/README.md; paths move with BENCH_DATA, "
-                         "PEER_PY, PEER_RUNNER): " + ", ".join(missing))
-    ensure_ours_data()
+        raise SystemExit(f"error: benchmark set-up incomplete, missing {', '.join(missing)}: run "
+                         f"`python bench/setup.py --bench-data {BENCH_DATA}` (paths move with BENCH_DATA, "
+                         "PEER_PY, PEER_RUNNER; see bench/README.md)")
+    if not quick:
+        ensure_ours_data()
 
 
 def cpu_model() -> str:
@@ -261,3 +280,49 @@ def median(xs: Sequence[float]) -> Optional[float]:
         return None
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# ---- pictures ------------------------------------------------------------------------------------
+def save_plot(path: Path, series: Sequence[Dict[str, Any]], *, xlabel: str, ylabel: str, title: str,
+              logx: bool = False, logy: bool = False, note: Optional[str] = None) -> Optional[Path]:
+    """A line/point chart as a PNG beside a results table (matplotlib, no display needed).
+
+    ``series``: dicts with ``label``, ``x``, ``y`` (equal-length lists) and optionally ``labels``
+    (a text per point, written beside it), ``line`` (False: points only), ``marker``. Points whose x
+    or y is None/NaN are left out. Returns the path, or None (with a line saying so) when
+    matplotlib is not installed: the .md table is the result, the PNG its picture."""
+    try:
+        from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
+    except ImportError:
+        print(f"no PNG {Path(path).name}: matplotlib is not installed (pip install matplotlib)", flush=True)
+        return None
+    fig = Figure(figsize=(7.5, 4.8), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    for s in series:
+        pts = [(x, y, t) for x, y, t in zip(s["x"], s["y"], s.get("labels") or [None] * len(s["x"]))
+               if x is not None and y is not None and x == x and y == y]
+        if not pts:
+            continue
+        xs, ys, texts = zip(*pts)
+        ax.plot(xs, ys, marker=s.get("marker", "o"), linestyle="-" if s.get("line", True) else "none",
+                label=s["label"])
+        for x, y, t in zip(xs, ys, texts):
+            if t:
+                ax.annotate(str(t), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if any(s.get("label") for s in series):
+        ax.legend(fontsize=8)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=6, alpha=0.7)
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    path = Path(path)
+    fig.savefig(path)
+    print(f"wrote {path}", flush=True)
+    return path

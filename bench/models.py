@@ -62,7 +62,8 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every model")
     a = ap.parse_args(argv)
     if not (OURS_DATA / a.dataset / f"{a.dataset}.inter").exists():
-        raise SystemExit(f"missing {OURS_DATA / a.dataset / (a.dataset + '.inter')} (see bench/README.md)")
+        raise SystemExit(f"error: missing {OURS_DATA / a.dataset / (a.dataset + '.inter')}: run "
+                         "`python bench/setup.py` (see bench/README.md)")
     known = ranking_models()
     models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else [m for m in known if m != "Pop"]
     lower = {m.lower(): m for m in known}

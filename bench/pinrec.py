@@ -128,7 +128,8 @@ def ensure_data(dataset: str, data_dir: Path) -> None:
         link = folder / f"{dataset}.inter"
         if not link.exists():
             if not ATOMIC[dataset].exists():
-                raise SystemExit(f"{ATOMIC[dataset]} not found (see bench/README.md for the data set-up)")
+                raise SystemExit(f"error: {ATOMIC[dataset]} not found: run `python bench/setup.py` "
+                                 "(see bench/README.md)")
             link.symlink_to(ATOMIC[dataset])
 
 

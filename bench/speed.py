@@ -87,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--seq-peer-batches", type=int, default=None, help="RecBole batches for SASRec/GRU4Rec (default 20)")
     ap.add_argument("--seq-epochs", type=int, default=None, help="our full epochs for SASRec/GRU4Rec (default 2)")
     a = ap.parse_args(argv)
-    check_setup()
+    check_setup(quick=a.quick)
     only = set(a.only.split(","))
     out = new_results_dir("speed", a.quick)
     env = thread_env(a.threads, a.passive)
