@@ -7,7 +7,8 @@ sizes follow a Zipf law (a trained embedding table is clustered and long-tailed)
 product scores. Exact: chunked ``q @ V.T`` + ``torch.topk`` (the full-sort path). Both sides run
 with one thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``, ``faiss.omp_set_num_threads(1)``).
 recall@10 = |ANN top-10 ∩ exact top-10| / 10, averaged over queries; speed-up = exact search
-time / ANN search time for the same queries (index build time reported apart).
+time / ANN search time for the same queries (index build time reported apart). Writes table.md,
+ann.json and ann.png (recall against speed-up, one line per index) to bench/results/ann-<stamp>/.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python bench/ann.py            # IVF, ~5 min
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python bench/ann.py --hnsw     # + HNSW32 (long single-thread build)
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.common import machine, machine_line, md_table, new_results_dir  # noqa: E402
+from bench.common import machine, machine_line, md_table, new_results_dir, save_plot  # noqa: E402
 
 
 def mixture(n_items: int, n_queries: int, dim: int, components: int, seed: int = 0):
@@ -52,6 +53,20 @@ def exact_topk(items, queries, k, chunk=64):
 def recall(approx, truth):
     hit = (approx.unsqueeze(2) == truth.unsqueeze(1)).any(2).sum().item()
     return hit / truth.numel()
+
+
+def plot_runs(path, runs, t_exact, k, head):
+    """recall@k against speed-up over the exact top-k, one line per index, each point its setting."""
+    series = {}
+    for r in runs:
+        param = next(p for p in ("nprobe", "efSearch") if p in r)
+        s = series.setdefault(r["index"], {"label": r["index"], "x": [], "y": [], "labels": []})
+        s["x"].append(t_exact / r["search_s"] if r["search_s"] else None)
+        s["y"].append(r["recall"])
+        s["labels"].append(f"{param}={r[param]}")
+    return save_plot(path, list(series.values()), xlabel="speed-up over exact torch top-k (log)",
+                     ylabel=f"recall@{k}", title="ANN: recall against speed-up per index setting", logx=True,
+                     note=head)
 
 
 def main(argv=None):
@@ -114,6 +129,7 @@ def main(argv=None):
     out = new_results_dir("ann", args.quick)
     (out / "ann.json").write_text(json.dumps(raw, indent=1, default=str))
     (out / "table.md").write_text(machine_line(m) + "\n\n" + head + "\n\n" + table + "\n")
+    plot_runs(out / "ann.png", raw["runs"], t_exact, k, head)
     print(f"\nwrote {out}")
 
 

@@ -24,7 +24,8 @@
    model's ``edge_parts()``.
 
 Prints markdown tables with the machine line (``bench/common.py``); writes
-``bench/results/edge-<stamp>/edge.json`` and ``edge.md``.
+``bench/results/edge-<stamp>/edge.json``, ``edge.md`` and ``edge_codecs.png`` (codec bytes against AUC loss,
+one line per model).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import machine, machine_line, md_table, new_results_dir  # noqa: E402
+from bench.common import machine, machine_line, md_table, new_results_dir, save_plot  # noqa: E402
 
 NUM_ITEMS, NUM_USERS, SEQ = 3707, 6041, 50
 
@@ -282,6 +283,17 @@ def accuracy_tables(name: str, work: Path, quick: bool, cut: str, trace_spec):
     return out, qtable, ctable, stable
 
 
+def plot_codecs(path, accuracy):
+    """Bytes per request of each codec against its test-AUC loss, one line per model."""
+    series = []
+    for name, out in accuracy.items():
+        acc = sorted(out["split"]["codecs"], key=lambda a: a["payload_bytes_1row"])
+        series.append({"label": f"{name} (cut at {out['split']['layer']})", "x": [a["payload_bytes_1row"] for a in acc],
+                       "y": [a["auc_loss"] for a in acc], "labels": [a["codec"] for a in acc]})
+    return save_plot(path, series, xlabel="bytes per request (log)", ylabel="test AUC loss against no compression",
+                     title="Split inference: codec bytes against AUC loss", logx=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -334,6 +346,8 @@ def main(argv=None):
     print("\n" + text)
     (res_dir / "edge.md").write_text(text + "\n")
     (res_dir / "edge.json").write_text(json.dumps(result, indent=1, default=str))
+    if result.get("accuracy"):
+        plot_codecs(res_dir / "edge_codecs.png", result["accuracy"])
     print(f"results: {res_dir}")
 
 

@@ -22,6 +22,8 @@ Experiments (ours | RecBole):
 For the sequential models the speed figure is: the time ours needs to reach the test ndcg@10
 that RecBole reaches in its budget, against that budget.
 --quick: ml-100k, Pop (RO), BPR 5 epochs, SASRec 1 epoch against 2 RecBole batches.
+Writes quality.json, quality.md and quality_seq.png (test ndcg@10 against training seconds, ours
+along its probes, RecBole's point) to bench/results/quality-<stamp>/.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (OURS_DATA, PEER_CONFIGS, PEER_DATA, check_setup, machine, machine_line,  # noqa: E402
-                    md_table, new_results_dir, ratio, run_ours, run_peer, thread_env)
+                    md_table, new_results_dir, ratio, run_ours, run_peer, save_plot, thread_env)
 
 SASREC_PLUS_ML1M = {"ndcg@10": 0.1821, "hit@10": 0.3152, "best_epoch": 63, "train_s_gpu": 540}
 METRICS = ("recall@10", "ndcg@10", "mrr@10", "hit@10")
@@ -60,7 +62,7 @@ def main(argv=None):
                     help="our test probes every N batches of the first epoch (default SASRec 4, GRU4Rec 2; "
                          "smaller = a finer time-to-quality reading, probe time is excluded either way)")
     a = ap.parse_args(argv)
-    check_setup()
+    check_setup(quick=a.quick)
     only = set(a.only.split(","))
     out = new_results_dir("quality", a.quick)
     env = thread_env(a.threads, a.passive)
@@ -148,10 +150,41 @@ def main(argv=None):
     save()
     report = render(res)
     (out / "quality.md").write_text(report)
+    plot_seq(out / "quality_seq.png", res)
     print()
     print(report)
     print(f"\nresults: {out}")
     return res
+
+
+def seq_series(res):
+    """Test ndcg@10 against training seconds: ours along its probes (a curve), RecBole after its
+    budget (one point), per sequential model run."""
+    series = []
+    for key, model in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec")):
+        r = res["runs"].get(key)
+        if not r:
+            continue
+        o, p = r.get("ours", {}), r.get("peer", {})
+        probes = o.get("probes") or []
+        if probes:
+            series.append({"label": f"{model}, ours", "x": [pr["train_s_cum"] for pr in probes],
+                           "y": [pr["test"].get("ndcg@10") for pr in probes]})
+        pt = (p.get("test") or {}).get("ndcg@10")
+        if pt is not None:
+            series.append({"label": f"{model}, RecBole 1.2.1 ({p.get('epochs_equivalent') or 0:.2f} epoch)",
+                           "x": [sum(p.get("train_s_per_epoch_measured") or [0])], "y": [pt], "line": False,
+                           "marker": "s"})
+    return series
+
+
+def plot_seq(path, res):
+    series = seq_series(res)
+    if not series:
+        return None
+    return save_plot(path, series, xlabel="training seconds (probes and validation excluded; log)",
+                     ylabel="test ndcg@10 (full sort)", logx=True,
+                     title=f"Sequential models on {res['dataset']}: test ndcg@10 against training time")
 
 
 def _m(d, k):
