@@ -79,12 +79,15 @@ def test_pip_install_gives_the_package_its_configs_and_the_console_command(tmp_p
     work.mkdir()
     code = ("import json, recstudio_edge, recstudio_edge.config as c; from recstudio_edge.config import build_config;"
             "print(json.dumps({'dir': str(c.CONFIG_DIR), 'path': list(recstudio_edge.__path__),"
-            " 'models': sorted(p.stem for p in (c.CONFIG_DIR / 'model').glob('*.yaml'))}))")
+            " 'models': sorted(p.stem for p in (c.CONFIG_DIR / 'model').glob('*.yaml')),"
+            " 'trial': __import__('recstudio_edge.tune.experiment', fromlist=['x']).RUN_ENTRY}))")
     proc = outside(code, target, work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(res["dir"]) == conf.resolve() and res["path"] == [str(pkg)]
     assert "BPR" in res["models"] and "PINRec" in res["models"]
+    # NNI trials of an installed package run the CLI's entry (there is no run.py beside it)
+    assert res["trial"] == ["-c", "from recstudio_edge.cli import main; main()"]
 
 
 def test_config_dir_of_a_checkout_is_the_repository_configs():

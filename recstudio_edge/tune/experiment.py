@@ -35,6 +35,8 @@ from .space import format_params, search_space
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_PY = ROOT / "run.py"
+# a checkout's trials run its run.py; an installed package (no run.py beside it) runs the same entry
+RUN_ENTRY = [str(RUN_PY)] if RUN_PY.is_file() else ["-c", "from recstudio_edge.cli import main; main()"]
 BIND_JS = Path(__file__).resolve().parent / "bind_host.js"
 HOST_ENV = "RECSTUDIO_EDGE_NNI_HOST"
 TUNERS = {"tpe": "TPE", "random": "Random", "anneal": "Anneal", "evolution": "Evolution",
@@ -99,7 +101,7 @@ def tuner_name(value: Any) -> str:
 def trial_command(argv: List[str], trials_dir: Path) -> str:
     """``python run.py <the tune command's arguments> --mode=trial --output_dir=<trials>``
     (later ``--key=value`` wins in ``parse_argv``, so the appended ones replace the originals)."""
-    cmd = [sys.executable, str(RUN_PY), *argv, "--mode=trial", f"--output_dir={trials_dir}"]
+    cmd = [sys.executable, *RUN_ENTRY, *argv, "--mode=trial", f"--output_dir={trials_dir}"]
     return shlex.join(cmd)
 
 
@@ -404,6 +406,19 @@ def _run(exp, port: int, host: Optional[str], cfg: Dict[str, Any], val_metric: s
         say(f"nni: warning: the manager listens on {', '.join(bound)}, not only {host}")
     rows: List[Dict[str, Any]] = []
     seen: Dict[str, str] = {}
+    bar = progress(total=max_trials, desc="nni trials", unit="trial")
+    try:
+        return _poll(exp, cfg, val_metric, max_trials, max_duration, trials_dir, nni_dir, t0, rows, seen, bar)
+    finally:
+        bar.close()
+
+
+def _poll(exp, cfg, val_metric, max_trials, max_duration, trials_dir, nni_dir, t0, rows, seen, bar):
+    """``_run``'s polling loop; ``bar`` advances once per finished trial: trial n of N, best so far."""
+    from ..runner import say
+
+    maximize = bool(cfg.get("_maximize", True))
+    best: Optional[float] = None
     while True:
         try:
             status = exp.get_status()
@@ -420,6 +435,12 @@ def _run(exp, port: int, host: Optional[str], cfg: Dict[str, Any], val_metric: s
                     err = f": {r['error']}" if r["error"] else ""
                     say(f"trial {len(seen)}/{max_trials} {r['trial_id']} {r['status']}{m}{dur} "
                         f"{format_params(r['parameters'])}{err}")
+                    if r["metric"] is not None and r["status"] == "SUCCEEDED":
+                        v = float(r["metric"])
+                        best = v if best is None or (v > best if maximize else v < best) else best
+                    bar.update(1)
+                    if best is not None:
+                        bar.set_postfix_str(f"best {val_metric}={best:.4f}")
         if status in ("DONE", "STOPPED", "ERROR"):
             ended = status
             break
