@@ -80,7 +80,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     except (UsageError, ConfigError, DataError, KeyError, TypeError, ValueError) as e:
         if os.environ.get("RECSTUDIO_EDGE_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        from .data.errors import printable
+
+        msg = printable(e.args[0] if isinstance(e, KeyError) and e.args else str(e), 2000)
         print(f"error: {msg}" + ("" if isinstance(e, (UsageError, ConfigError, DataError)) else
                                  " (RECSTUDIO_EDGE_DEBUG=1 shows the traceback)"), file=sys.stderr)
         raise SystemExit(2)
@@ -105,6 +107,11 @@ def _main(argv: List[str]) -> Dict[str, Any]:
     model_name = opts["model"] or over.pop("model_name", None) or (run_cfg or {}).get("model_name") or \
         (load_yaml(Path(config_file)).get("model_name") if config_file else None) or "BPR"
     model_cls = get_model_class(model_name)
+    theirs = (run_cfg or {}).get("model_name")
+    if theirs and opts["model"] and str(theirs).lower() != model_cls.registry_name.lower():
+        raise ConfigError(f"--ckpt={ckpt} is a checkpoint of {theirs} (its run's {config_file}), not of "
+                          f"{model_cls.registry_name}: drop -m (or use -m={theirs}), or pass a "
+                          f"{model_cls.registry_name} checkpoint")
     dataset = opts["dataset"] or ((run_cfg or {}).get("data") or {}).get("name")
     cfg = build_config(model_cls.registry_name, dataset, config_file, over, model_cls)
     task = str(cfg["task"]).lower()

@@ -196,13 +196,77 @@ def build_config(model: str, dataset: Optional[str], config_file: Optional[str],
                   if p not in MANAGED_MODEL_KEYS and f"model.{p}" not in known]
     cli: Dict[str, Any] = {}
     for key, text in overrides.items():
-        set_dotted(cli, resolve_key(key, known), parse_value(text))
+        full = resolve_key(key, known)  # a digest or URL stays the text typed (YAML would read 0123 as 83)
+        set_dotted(cli, full, str(text) if full in STRING_KEYS else parse_value(text))
     validate(cli, schema, model_cls, where="command line")
     cfg = merge(cfg, cli)
     cfg["model_name"] = model_cls.registry_name if model_cls is not None else model
     if cfg["data"].get("name") is None:
         raise ConfigError("no dataset: pass -d=<name>")
+    check_values(cfg, model_cls)
     return cfg
+
+
+# keys whose command-line value is kept as typed, not read as YAML
+STRING_KEYS = {"data.sha256", "data.url", "data.archive_root"}
+# key -> (kind, least value): checked by check_values; "int" is a whole number, "float" any number
+VALUE_RULES = {"epochs": ("int", 1), "seed": ("int", None), "train.batch_size": ("int", 1),
+               "eval.batch_size": ("int", 1), "train.num_workers": ("int", 0), "train.steps_per_call": ("int", 1),
+               "eval.patience": ("int", 0), "eval.every_n_epochs": ("int", 1), "data.max_seq_len": ("int", 1),
+               "data.neg_per_pos": ("int", 1), "data.eval_neg_per_pos": ("int", 0), "data.group_num": ("int", 0),
+               "train.lr": ("float", None), "train.weight_decay": ("float", 0)}
+
+
+def _get_dotted(cfg: Dict[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for p in key.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _check_number(key: str, value: Any, kind: str, least) -> None:
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        what = "a whole number"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok and isinstance(value, str):  # '1e-3': YAML 1.1 reads it as text
+            try:
+                float(value)
+                ok = True
+            except ValueError:
+                pass
+        what = "a number"
+    if not ok:
+        raise ConfigError(f"{key}: expected {what}{f' >= {least}' if least is not None else ''}, got {value!r}")
+    if least is not None and float(value) < least:
+        raise ConfigError(f"{key}: expected {what} >= {least}, got {value!r}")
+
+
+def check_values(cfg: Dict[str, Any], model_cls=None) -> None:
+    """Values that cannot work, named by key: counts and sizes below their least value, a fractional
+    or non-numeric count, cutoffs below 1, a digest that is not text."""
+    closed = bool(getattr(model_cls, "closed_form", False))
+    for key, (kind, least) in VALUE_RULES.items():
+        value = _get_dotted(cfg, key)
+        if value is None and key in ("seed", "train.lr", "train.weight_decay"):
+            continue
+        if key == "epochs" and closed:  # closed-form models fit once: epochs 0 (their default) or more
+            least = 0
+        _check_number(key, value, kind, least)
+    if float(_get_dotted(cfg, "train.lr")) <= 0:
+        raise ConfigError(f"train.lr: expected a number > 0, got {_get_dotted(cfg, 'train.lr')!r}")
+    topk = _get_dotted(cfg, "eval.topk")
+    if not isinstance(topk, list) or not topk or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
+                                                     for k in topk):
+        raise ConfigError(f"eval.topk: expected a list of whole numbers >= 1 (e.g. [10, 20]), got {topk!r}")
+    sha = _get_dotted(cfg, "data.sha256")
+    if sha is not None and not isinstance(sha, str):
+        raise ConfigError(f"data.sha256: expected the hex digest as text (quote it in YAML: sha256: \"...\"), "
+                          f"got the {type(sha).__name__} {sha!r}")
+
 
 
 def dump(cfg: Dict[str, Any]) -> str:

@@ -115,6 +115,33 @@ def ctr_batches(cfg, dm):
             yield ds[torch.arange(s, min(s + bs, len(ds)))]
 
 
+def onnx_router(path: Path, model=None):
+    """The ``EdgeRouter`` of an exported ``.onnx`` (or its sidecar) given as ``--ckpt``: a file that serves
+    only some rows (one per user group) is served with its sibling files of the same export, so that
+    every row goes to the file of its group; a file that cannot be loaded, or was exported from another
+    model, is one ``ConfigError`` naming it."""
+    from .config import ConfigError
+    from .edge.runtime import EdgeModelError, EdgeRouter, load_sidecar
+
+    try:
+        _, side = load_sidecar(path)
+        paths = [Path(path)]
+        if side.get("rows"):  # one group's file: the whole set of its folder, when it is there
+            sibs = sorted(p for p in Path(path).parent.glob("edge*.onnx")
+                          if ".int8." not in p.name and p.with_suffix(".json").exists())
+            same = [p for p in sibs if p.with_suffix(".json") != Path(path).with_suffix(".json")]
+            if same and all(load_sidecar(p)[1].get("model") == side.get("model") for p in same):
+                paths = sibs
+        router = EdgeRouter(paths)
+    except EdgeModelError as e:
+        raise ConfigError(f"--backend=onnx --ckpt={path}: {e}") from None
+    exported = side.get("model")
+    if model is not None and exported and exported != type(model).__name__:
+        raise ConfigError(f"--ckpt={path} was exported from {exported}, not {type(model).__name__}: "
+                          f"use -m={exported}")
+    return router
+
+
 def infer_onnx(cfg, model, dm, run_dir: Path) -> Path:
     """``--task=infer --backend=onnx``: the same rows and output as the PyTorch path, scored by the
     exported device models in onnxruntime (``recstudio_edge.edge.runtime.EdgeRouter``, one thread).
@@ -131,7 +158,7 @@ def infer_onnx(cfg, model, dm, run_dir: Path) -> Path:
                           f"(use --backend=torch)")
     ckpt = Path(str(cfg["ckpt"]))
     if ckpt.suffix in (".onnx", ".json"):
-        router = EdgeRouter([ckpt])
+        router = onnx_router(ckpt, model)
     else:
         from .checkpoint import load_weights
         from .edge.onnx_export import export_edge_models

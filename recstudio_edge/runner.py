@@ -189,6 +189,10 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> D
     finally:
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)  # the next run in this process gets its own folder
+            root = logging.getLogger()  # and its run.log: a later command does not append to this one
+            for h in [h for h in root.handlers if getattr(h, "_recstudio_edge", False)]:
+                root.removeHandler(h)
+                h.close()
 
 
 class Run:
@@ -241,11 +245,28 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     if _needs_edge(cfg, task) and not has_edge_part(model):
         raise ConfigError(f"{model_cls.__name__} has no on-device part (it defines no edge_parts()): "
                           f"nothing to export or serve with onnxruntime (docs/edge.md)")
+    _check_ckpt(cfg, model, task, resume)  # a checkpoint that does not load changes no folder
     run_dir = make_run_dir(cfg)  # only now: a config that cannot build a model leaves no folder behind
     setup_logging(run_dir, cfg["mode"])
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         atomic_write_text(run_dir / "config.yaml", dump(cfg))
     return Run(cfg, model_cls, task, dm, model, run_dir, val_metric, model.metric_mode(val_metric), resume)
+
+
+def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]) -> None:
+    """Load the checkpoint a task starts from into ``model`` (``--resume``'s for training: Lightning
+    restores it again with the optimiser state), or open the ``.onnx`` of ``--backend=onnx``, before
+    any folder is made or written: each way it does not fit is one error naming the file."""
+    if resume is not None:
+        load_weights(model, resume, what="--resume checkpoint")
+    elif task != "train":
+        ckpt = Path(str(cfg["ckpt"]))
+        if cfg.get("backend") == "onnx" and ckpt.suffix in (".onnx", ".json"):
+            from .infer import onnx_router
+
+            onnx_router(ckpt, model)
+        else:
+            load_weights(model, ckpt)
 
 
 def _task_train(run: Run, extra_callbacks=()) -> Dict[str, Any]:
@@ -261,8 +282,7 @@ def _task_train(run: Run, extra_callbacks=()) -> Dict[str, Any]:
     return _train(cfg, run.model, run.dm, run.run_dir, run.val_metric, run.mode, run.resume, callbacks)
 
 
-def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:
-    load_weights(run.model, run.cfg["ckpt"])
+def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:  # --ckpt loaded by _prepare
     from .callbacks.report import TopkCurve
 
     curve = TopkCurve()  # metric@k for k = 1..max topk, in the same test pass
@@ -281,9 +301,8 @@ def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:
 
 
 def _task_export(run: Run, extra_callbacks=()) -> Dict[str, Any]:
-    from .edge.bundle import export_run
+    from .edge.bundle import export_run  # --ckpt loaded by _prepare
 
-    load_weights(run.model, run.cfg["ckpt"])
     ex = run.cfg["export"]
     reports = export_run(run.model, run.run_dir, tol=float(ex["tolerance"]), exporter=str(ex["exporter"]),
                          config=run.cfg, quantize=bool(ex["quantize"]), datamodule=run.dm,
@@ -308,8 +327,7 @@ def _task_infer(run: Run, extra_callbacks=()) -> Dict[str, Any]:
 
     if run.cfg.get("backend") == "onnx":  # the onnx backend may be given an .onnx file
         out = infer_onnx(run.cfg, run.model, run.dm, run.run_dir)
-    else:
-        load_weights(run.model, run.cfg["ckpt"])
+    else:  # --ckpt loaded by _prepare
         out = infer(run.cfg, run.model, run.dm, run.run_dir)
     say(f"wrote {out}")
     return {"run_dir": str(run.run_dir), "output": str(out)}

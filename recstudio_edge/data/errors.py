@@ -11,7 +11,28 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DataError"]
+__all__ = ["DataError", "printable"]
+
+MESSAGE_LIMIT = 400  # characters of one error message shown (a 200,000-digit token is not echoed whole)
+
+
+def printable(text, limit: int | None = None) -> str:
+    """``text`` safe for a terminal: control and other unprintable characters escaped (``\\x00``,
+    ``\\n``, ``\\u202e``), and with ``limit``, the middle of a longer text replaced by its length.
+    Every data error message goes through it (``DataError.__str__``), so raw bytes of a binary file
+    never reach the terminal."""
+    text = str(text)
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    text = "".join(out)
+    if limit is not None and len(text) > limit:
+        head, tail = text[: limit * 2 // 3], text[-(limit // 4):]
+        text = f"{head}...[{len(text) - len(head) - len(tail)} more characters]...{tail}"
+    return text
 
 
 class DataError(ValueError):
@@ -45,4 +66,5 @@ class DataError(ValueError):
         text = self.message
         if self.field is not None:
             text = f"field '{self.field}': {text}" if text else f"field '{self.field}'"
-        return f"{location}: {text}" if location else text
+        text = f"{location}: {text}" if location else text
+        return printable(text, MESSAGE_LIMIT)

@@ -48,7 +48,10 @@ class Recommender(FastLoop, pl.LightningModule):
         self.num_users, self.num_items = int(num_users), int(num_items)
         self.lr, self.weight_decay, self.optimizer_name = float(lr), float(weight_decay), optimizer.lower()
         self.topk = sorted(int(k) for k in topk)
-        if self.topk and (self.topk[0] < 1 or self.topk[-1] >= self.num_items):
+        if self.topk and self.topk[0] < 1:
+            raise ValueError(f"eval.topk {self.topk}: every cutoff must be a whole number >= 1")
+        # pointwise (CTR) models score the rows they are given and never rank the items: no upper bound
+        if self.topk and type(self).eval_kind == "ranking" and self.topk[-1] >= self.num_items:
             raise ValueError(f"eval.topk {self.topk}: every cutoff must be in 1..{self.num_items - 1} "
                              f"(the number of items)")
         self.metric_names = [m.lower() for m in metrics]
@@ -79,6 +82,13 @@ class Recommender(FastLoop, pl.LightningModule):
             raise RuntimeError(f"{type(self).__name__} trains on facts of its data (item counts, training "
                                f"interactions) that it has not been given: call "
                                f"recstudio_edge.wiring.connect(model, datamodule, trainer) before trainer.fit")
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        """Every checkpoint names the model that wrote it (``recstudio_edge.checkpoint`` refuses to load
+        it into another model, naming both)."""
+        from ..checkpoint import CKPT_KEY
+
+        checkpoint[CKPT_KEY] = {"model": str(getattr(type(self), "registry_name", type(self).__name__))}
 
     @single_optimizer
     def configure_optimizers(self):

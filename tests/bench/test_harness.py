@@ -116,3 +116,31 @@ def test_peer_configs_and_plot(tmp_path, bench_modules):
         {"label": "a", "x": [1, 2, None], "y": [0.1, 0.2, 0.3], "labels": ["x", "y", "z"]},
         {"label": "b", "x": [3], "y": [float("nan")]}], xlabel="x", ylabel="y", title="t", logx=True)
     assert png == tmp_path / "p.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_scripts_write_their_charts(tmp_path, bench_modules):
+    """ann.py, edge.py and quality.py draw their PNG from the records they keep in their JSON."""
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(BENCH))
+    try:
+        import quality
+        from bench import ann, edge
+    finally:
+        sys.path.remove(str(BENCH))
+    runs = [{"index": "IVF1024,Flat", "nprobe": 4, "search_s": 0.1, "recall": 0.8, "build_s": 1.0},
+            {"index": "IVF1024,Flat", "nprobe": 8, "search_s": 0.2, "recall": 0.9, "build_s": 1.0},
+            {"index": "HNSW32", "efSearch": 64, "search_s": 0.05, "recall": 0.95, "build_s": 3.0}]
+    assert ann.plot_runs(tmp_path / "ann.png", runs, 10.0, 10, "head") == tmp_path / "ann.png"
+    codecs = [{"codec": c, "payload_bytes_1row": b, "auc_loss": l} for c, b, l in
+              (("none", 400, 0.0), ("fp16", 200, 0.0), ("int8", 100, 0.001), ("topk0.25", 80, 0.03))]
+    assert edge.plot_codecs(tmp_path / "edge.png", {"DIN": {"split": {"layer": "classifier", "codecs": codecs}}})
+    res = {"dataset": "tiny", "runs": {"sasrec": {
+        "ours": {"probes": [{"train_s_cum": 1.0, "test": {"ndcg@10": 0.01}}, {"train_s_cum": 5.0, "test": {"ndcg@10": 0.05}}]},
+        "peer": {"test": {"ndcg@10": 0.02}, "train_s_per_epoch_measured": [30.0], "epochs_equivalent": 0.1}}}}
+    series = quality.seq_series(res)
+    assert [(s["label"], s["x"], s["y"]) for s in series] == [
+        ("SASRec, ours", [1.0, 5.0], [0.01, 0.05]), ("SASRec, RecBole 1.2.1 (0.10 epoch)", [30.0], [0.02])]
+    assert quality.plot_seq(tmp_path / "q.png", res) == tmp_path / "q.png"
+    assert quality.plot_seq(tmp_path / "none.png", {"dataset": "tiny", "runs": {}}) is None
+    for name in ("ann.png", "edge.png", "q.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

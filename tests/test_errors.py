@@ -1,0 +1,147 @@
+"""Ordinary mistakes get one clear ``error:`` line, and nothing is lost (issue 13, section 3).
+
+A corpus of bad commands, each run through the command line in-process: the message is asserted
+(it names the file, key or models), there is no traceback, and every file under the outputs is as
+it was before the command (same names, sizes and bytes)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+QUIET = "--trainer.enable_progress_bar=false"
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root``: relative path -> sha256 of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny trained BPR run and a few broken checkpoints beside it."""
+    from recstudio_edge.cli import main
+    from recstudio_edge.runner import RUN_DIR_ENV
+
+    root = tmp_path_factory.mktemp("errors")
+    os.environ.pop(RUN_DIR_ENV, None)
+    res = main([f"--data_dir={root / 'data'}", f"--output_dir={root / 'out'}", "--epochs=1", QUIET, *TINY])
+    os.environ.pop(RUN_DIR_ENV, None)
+    run = Path(res["run_dir"])
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "truncated.ckpt").write_bytes((run / "best.ckpt").read_bytes()[:100])
+    (bad / "random.ckpt").write_bytes(bytes(range(256)) * 8)
+    (bad / "folder.ckpt").mkdir()
+    shutil.copy(run / "best.ckpt", bad / "loose_bpr.ckpt")  # no config.yaml beside it: the checkpoint names BPR
+    return root, run
+
+
+def fails(root: Path, capsys, *args) -> str:
+    """Run the CLI with ``args``; it must exit 2 with one ``error:`` line and leave every file as it was."""
+    from recstudio_edge.cli import main
+    from recstudio_edge.runner import RUN_DIR_ENV
+
+    before = snapshot(root / "out")
+    os.environ.pop(RUN_DIR_ENV, None)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([f"--data_dir={root / 'data'}", f"--output_dir={root / 'out'}", QUIET, *TINY, *args])
+    os.environ.pop(RUN_DIR_ENV, None)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert snapshot(root / "out") == before, "the command changed the outputs"
+    return lines[0]
+
+
+CKPT_CASES = [
+    (["--task=test", "--ckpt={bad}/truncated.ckpt"], r"truncated\.ckpt is not a readable PyTorch checkpoint"),
+    (["--task=test", "--ckpt={bad}/random.ckpt"], r"random\.ckpt is not a readable PyTorch checkpoint"),
+    (["--task=test", "--ckpt={bad}/folder.ckpt"], r"folder\.ckpt is a folder, not a \.ckpt file"),
+    (["--task=test", "--ckpt={bad}/missing.ckpt"], r"checkpoint not found: .*missing\.ckpt"),
+    (["-m=NCF", "--task=test", "--ckpt={run}/best.ckpt"], r"checkpoint of BPR .*not of NCF"),
+    (["-m=NCF", "--task=test", "--ckpt={bad}/loose_bpr.ckpt"], r"loose_bpr\.ckpt was written by BPR, not NCF"),
+    (["--task=test", "--ckpt={run}/best.ckpt", "--embed_dim=16"],
+     r"parameter 'item_emb\.weight' has shape \[201, 64\] in the checkpoint but \[201, 16\]"),
+    (["--task=infer", "--ckpt={run}/best.ckpt", "--embed_dim=16"], r"'item_emb\.weight' has shape \[201, 64\]"),
+    (["--resume={run}", "--embed_dim=16"], r"--resume checkpoint .*last\.ckpt: parameter 'item_emb\.weight' has shape"),
+    (["-m=NCF", "--resume={run}/last.ckpt"], r"last\.ckpt was written by BPR, not NCF"),
+]
+
+
+@pytest.mark.parametrize("args, message", CKPT_CASES, ids=[" ".join(a) for a, _ in CKPT_CASES])
+def test_a_checkpoint_that_does_not_fit_is_one_line_and_changes_nothing(world, capsys, args, message):
+    import re
+
+    root, run = world
+    line = fails(root, capsys, *(a.format(bad=root / "bad", run=run) for a in args))
+    assert re.search(message, line), line
+
+
+VALUE_CASES = [
+    ("--train.batch_size=0", "train.batch_size: expected a whole number >= 1, got 0"),
+    ("--epochs=-1", "epochs: expected a whole number >= 1, got -1"),
+    ("--epochs=0", "epochs: expected a whole number >= 1, got 0"),
+    ("--epochs=1.5", "epochs: expected a whole number >= 1, got 1.5"),
+    ("--epochs=abc", "epochs: expected a whole number >= 1, got 'abc'"),
+    ("--topk=[0]", "eval.topk: expected a list of whole numbers >= 1 (e.g. [10, 20]), got [0]"),
+    ("--topk=[]", "eval.topk: expected a list of whole numbers >= 1"),
+    ("--eval.batch_size=-3", "eval.batch_size: expected a whole number >= 1, got -3"),
+    ("--lr=0", "train.lr: expected a number > 0, got 0"),
+]
+
+
+@pytest.mark.parametrize("arg, message", VALUE_CASES, ids=[a for a, _ in VALUE_CASES])
+def test_a_value_that_cannot_work_names_its_key(world, capsys, arg, message):
+    root, _ = world
+    line = fails(root, capsys, arg)
+    assert message in line and "recall@0" not in line, line
+
+
+def test_a_failed_resume_leaves_the_run_testable(world, capsys):
+    """The resume above refused another embed_dim without touching config.yaml: the run still tests."""
+    from recstudio_edge.cli import main
+    from recstudio_edge.runner import RUN_DIR_ENV
+
+    root, run = world
+    cfg_before = (run / "config.yaml").read_text()
+    fails(root, capsys, f"--resume={run}", "--embed_dim=16")
+    assert (run / "config.yaml").read_text() == cfg_before
+    os.environ.pop(RUN_DIR_ENV, None)
+    res = main([f"--data_dir={root / 'data'}", f"--output_dir={root / 'out'}", "--task=test",
+                f"--ckpt={run / 'best.ckpt'}", QUIET, *TINY])
+    os.environ.pop(RUN_DIR_ENV, None)
+    assert res["test"]["recall@10"] >= 0
+    shutil.rmtree(res["run_dir"])
+
+
+def test_an_all_digit_sha256_stays_text():
+    from recstudio_edge.config import ConfigError, build_config, check_values
+    from recstudio_edge.model import get_model_class
+
+    digits = "0" + "1" * 63
+    cfg = build_config("BPR", None, None, {"data.sha256": digits}, get_model_class("BPR"))
+    assert cfg["data"]["sha256"] == digits
+    cfg["data"]["sha256"] = 123  # what an unquoted digest in a YAML file becomes
+    with pytest.raises(ConfigError, match=r"data\.sha256: expected the hex digest as text"):
+        check_values(cfg)
+
+
+def test_pointwise_models_take_any_topk():
+    """CTR models score given rows and never rank: a cutoff above the item count is no error for them."""
+    from recstudio_edge.model import create_model
+
+    m = create_model("DIN", num_users=10, num_items=20, topk=[10, 50])
+    assert m.topk == [10, 50]
+    with pytest.raises(ValueError, match=r"eval\.topk \[10, 50\]: every cutoff must be in 1\.\.19"):
+        create_model("BPR", num_users=10, num_items=20, topk=[10, 50])
