@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -44,7 +45,7 @@ def load_yaml(path: Path) -> Dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=Loader)  # safe_load, with 1e-3 a float
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -67,9 +68,19 @@ def merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+class Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` / ``5E+2`` as floats (YAML 1.1 wants a dot
+    in the mantissa, ``1.0e-3``, and leaves ``1e-3`` a string); everything else as safe_load."""
+
+
+Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                             re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def parse_value(text: str) -> Any:
+    """A command-line value read as YAML (``[5,10]`` a list, ``1e-3`` a float), else the text."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=Loader)
     except yaml.YAMLError:
         return text
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -45,12 +46,26 @@ def make_run_dir(cfg: Dict[str, Any]) -> Path:
 
 
 QUIET_WARNINGS = (r".*Checkpoint directory .* exists and is not empty.*", r".*number of training batches.*",
-                  r".*LeafSpec.*", r".*Experiment logs directory .* exists.*", r".*does not have many workers.*")
+                  r".*Experiment logs directory .* exists.*", r".*does not have many workers.*")
+
+
+def quiet_lightning_leafspec() -> None:
+    """Silence the one FutureWarning recent torch (2.13 here) raises when Lightning's own
+    ``lightning/pytorch/utilities/_pytree.py`` builds a ``LeafSpec()`` (its ``_tree_flatten``,
+    used to move every batch and logged value): torch deprecated the class (``is_leaf()`` is the
+    new test) but still builds it exactly as before, so the warning is harmless, says nothing about
+    our code and cannot be fixed from here (Lightning 2.6 still does it). Matched by message and
+    module, so the same warning from anywhere else still shows."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
 
 
 def setup_logging(run_dir: Path, mode: str) -> None:
     import warnings
 
+    quiet_lightning_leafspec()
     for pattern in QUIET_WARNINGS:  # Lightning's advice that does not apply to our loaders and folders
         warnings.filterwarnings("ignore", message=pattern)
     root = logging.getLogger()
@@ -146,13 +161,17 @@ def build_trainer(cfg: Dict[str, Any], run_dir: Path, val_metric: str, mode_minm
         callbacks += [ckpt_cb, last_cb]
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode_minmax, patience=int(cfg["eval"]["patience"]),
                                        check_on_train_epoch_end=False))
-    callbacks.append(MetricsTable(monitor, detail=cfg["mode"] == "detail"))
-    if cfg["mode"] == "light" and (cfg.get("trainer") or {}).get("enable_progress_bar", True):
+    # the bars redraw with carriage returns: only on a terminal; elsewhere (a file, a pipe, CI) and
+    # whenever the bar is off, MetricsTable prints one line per epoch instead
+    tty = bool(getattr(sys.stdout, "isatty", lambda: False)())
+    bar = bool((cfg.get("trainer") or {}).get("enable_progress_bar", cfg["mode"] == "light" and tty))
+    callbacks.append(MetricsTable(monitor, detail=cfg["mode"] == "detail", lines=not bar))
+    if bar:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     tr = dict(cfg.get("trainer") or {})
-    tr.setdefault("enable_progress_bar", cfg["mode"] == "light")
+    tr.setdefault("enable_progress_bar", bar)
     tr.setdefault("enable_model_summary", cfg["mode"] == "detail")
     tr.setdefault("check_val_every_n_epoch", int(cfg["eval"]["every_n_epochs"]))
     tr.setdefault("num_sanity_val_steps", 0)
@@ -296,7 +315,7 @@ def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:  # --ckpt loaded
     from .evaluation.report import report_test, safely
 
     safely(report_test, run.run_dir, metrics, curve.curve, getattr(run.model, "topk", ()))  # topk.png + report.md
-    say(f"run folder: {run.run_dir}")
+    say(f"run folder: {_shown(run.run_dir)}")
     return {"run_dir": str(run.run_dir), **metrics}
 
 
@@ -318,7 +337,7 @@ def _task_export(run: Run, extra_callbacks=()) -> Dict[str, Any]:
         if sp:
             say(f"{name} split at {sp['layer']!r}: {sp['device']['path']} -> cut {sp['cut_shape']} -> "
                 f"{sp['cloud']['path']} (composed max abs diff {sp['composed_max_abs_diff']:.2e})")
-    say(f"run folder: {run.run_dir}")
+    say(f"run folder: {_shown(run.run_dir)}")
     return {"run_dir": str(run.run_dir), "export": reports}
 
 
@@ -354,8 +373,7 @@ def _say_groups(run_dir: Path, metrics: Dict[str, float]) -> None:
 
     table = head_tail_table(metrics)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        atomic_write_text(run_dir / "groups.txt", table + "\n")
-    say(table)
+        atomic_write_text(run_dir / "groups.txt", table + "\n")  # printed in _format_metrics's table
 
 
 def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Optional[Path], extra_callbacks=()):
@@ -393,14 +411,14 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
                "epochs": epochs_run, "train_seconds": round(train_s, 3), "best_ckpt": str(best_path)}
     if trainer.is_global_zero:
         _write_metrics(run_dir, metrics)
-        say(_format_metrics("valid (best)", valid))
+        say(_format_metrics(_best_title(val_metric, best_path, model.closed_form), valid))
         say(_format_metrics("test", metrics["test"]))
         _say_groups(run_dir, metrics["test"])
         from .callbacks.report import epoch_events
         from .evaluation.report import report_train, safely
 
         safely(report_train, run_dir, metrics, mode, epoch_events(trainer, model))  # plots + report.md
-        say(f"run folder: {run_dir}")
+        say(f"run folder: {_shown(run_dir)}")
     return {"run_dir": str(run_dir), **metrics}
 
 
@@ -409,4 +427,64 @@ def _write_metrics(run_dir: Path, metrics: Dict[str, Any]) -> None:
 
 
 def _format_metrics(title: str, values: Dict[str, float]) -> str:
-    return f"{title}: " + "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+    """The final figures as a text table under ``title``. Ranking metrics (``recall@10`` ...): one
+    row per metric, one column per cutoff (``@10 @20``). Pointwise ones (auc, gauc, logloss): one
+    column named ``title``, one row per metric; with per-group figures (``auc_g0`` ...) the auc and
+    gauc rows are ``evaluation.groups.head_tail_table``'s (a row per group, the tail and head
+    means: the table ``groups.txt`` holds), so the groups are printed once, in this table."""
+    import re
+
+    from .evaluation.groups import group_count, head_tail_table
+
+    at_k: Dict[str, Dict[int, float]] = {}
+    plain: Dict[str, float] = {}
+    for key, v in values.items():
+        name, sep, k = key.partition("@")
+        if sep and k.isdigit():
+            at_k.setdefault(name, {})[int(k)] = v
+        elif not re.fullmatch(r".+_g\d+", key):  # per-group entries are the group table's
+            plain[key] = v
+    lines = []
+    if at_k:
+        ks = sorted({k for row in at_k.values() for k in row})
+        lines.append(title)
+        lines.append("".join([f"{'':<16}", *(f"{'@' + str(k):>10}" for k in ks)]))
+        for name, row in at_k.items():
+            lines.append("".join([f"{name:<16}", *(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in ks)]))
+    column = title.split(" ", 1)[0]  # "valid" / "test"
+    width = max(12, len(column) + 2)
+    groups = head_tail_table(values, name=column) if group_count(values) else None
+    if groups is not None or (plain and not at_k):
+        lines.append(title)
+    if groups is not None:
+        lines.append(groups)
+        plain = {k: v for k, v in plain.items() if k not in ("auc", "gauc")}
+    elif plain and not at_k:
+        lines.append(f"{'':<16}{column:>{width}}")
+    if plain and at_k:
+        lines.append("".join(f"{k}={v:.4f}  " for k, v in plain.items()).rstrip())
+    elif plain:
+        lines += [f"{k:<16}{v:>{width}.4f}" for k, v in plain.items()]
+    return "\n".join(lines) if lines else f"{title}: (no metrics)"
+
+
+def _best_title(val_metric: str, best_path: Path, closed_form: bool = False) -> str:
+    """``valid (best by recall@10, epoch 7)``: the metric that chose the checkpoint, and its epoch
+    (counted from 0, as in the per-epoch lines); a closed-form model has no epochs."""
+    if closed_form:
+        return f"valid ({val_metric}, closed form)"
+    try:
+        epoch = torch.load(best_path, map_location="cpu", weights_only=True).get("epoch")
+    except Exception:  # noqa: BLE001 - the title only; the weights were loaded (or not) elsewhere
+        epoch = None
+    return f"valid (best by {val_metric}" + (f", epoch {int(epoch)})" if epoch is not None else ")")
+
+
+def _shown(path: Path) -> str:
+    """A run folder as printed: relative to the working directory when it lies under it, else
+    absolute; the same form for a new run and a resumed one (whose folder comes resolved)."""
+    p = Path(os.path.abspath(path))
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)

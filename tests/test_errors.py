@@ -145,3 +145,107 @@ def test_pointwise_models_take_any_topk():
     assert m.topk == [10, 50]
     with pytest.raises(ValueError, match=r"eval\.topk \[10, 50\]: every cutoff must be in 1\.\.19"):
         create_model("BPR", num_users=10, num_items=20, topk=[10, 50])
+
+
+# ---- the export set and the runtime --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def export_set(tmp_path_factory):
+    """A small two-group PINRec exported by ``export_run`` (TorchScript), in its own folder."""
+    from recstudio_edge.edge.bundle import export_run
+    from tests.edge.conftest import small_pinrec
+
+    out = tmp_path_factory.mktemp("export_set")
+    export_run(small_pinrec(), out, exporter="torchscript")
+    return out
+
+
+def test_an_export_set_is_complete_and_signed(export_set):
+    man = json.loads((export_set / "manifest.json").read_text())
+    assert man["complete"] is True
+    assert {"edge_0.onnx", "edge_0.json", "edge_1.onnx", "edge_1.json", "export.json"} <= set(man["files"])
+    for name, sha in man["files"].items():
+        assert hashlib.sha256((export_set / name).read_bytes()).hexdigest() == sha
+    assert not list(export_set.glob(".export-*")) and not list(export_set.glob(".*tmp*"))
+
+
+def test_a_killed_export_leaves_no_half_set(tmp_path, monkeypatch):
+    """The second group's file fails: nothing of the new set is in place, and no manifest marks it complete."""
+    from recstudio_edge.edge import bundle, onnx_export
+    from tests.edge.conftest import small_pinrec
+
+    real = onnx_export.export_part
+    calls = []
+
+    def dies_on_second(part, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(part, path, *a, **k)
+
+    monkeypatch.setattr(onnx_export, "export_part", dies_on_second)
+    (tmp_path / "config.yaml").write_text("kept: 1\n")
+    with pytest.raises(KeyboardInterrupt):
+        bundle.export_run(small_pinrec(), tmp_path, exporter="torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def _copy_set(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"edge_0\.json: the sidecar is empty"),
+    ("{not json", r"edge_0\.json:1: the sidecar is not valid JSON"),
+    ("[1, 2]", r"edge_0\.json: the sidecar must be a JSON object, got list"),
+    ('{"format": "recstudio_edge.onnx/1", "onnx": "edge_0.onnx"}', r"edge_0\.json: 'inputs' must be a non-empty list"),
+])
+def test_a_broken_sidecar_names_its_file(export_set, tmp_path, text, message):
+    from recstudio_edge.edge.runtime import EdgeModelError, EdgePredictor
+
+    d = _copy_set(export_set, tmp_path / "set")
+    (d / "edge_0.json").write_text(text)
+    with pytest.raises(EdgeModelError, match=message):
+        EdgePredictor(d / "edge_0.onnx")
+
+
+def test_an_edited_id_range_is_refused_by_the_manifest(export_set, tmp_path):
+    from recstudio_edge.edge.runtime import EdgeModelError, EdgePredictor
+
+    d = _copy_set(export_set, tmp_path / "set")
+    side = json.loads((d / "edge_0.json").read_text())
+    side["inputs"][0]["range"] = [0, 10 ** 6]
+    (d / "edge_0.json").write_text(json.dumps(side))
+    with pytest.raises(EdgeModelError, match=r"edge_0\.json: sha256 differs from the one .*manifest\.json lists"):
+        EdgePredictor(d / "edge_0.onnx")
+    side["inputs"][0]["range"] = [-5, 10]  # a negative low end would wrap to the last row: refused without a manifest
+    (d / "edge_0.json").write_text(json.dumps(side))
+    (d / "manifest.json").unlink()
+    with pytest.raises(EdgeModelError, match=r"'range' must be \[lo, hi\] with 0 <= lo <= hi"):
+        EdgePredictor(d / "edge_0.onnx")
+
+
+def test_one_group_file_is_served_with_its_siblings(export_set):
+    import numpy as np
+
+    from recstudio_edge.edge.runtime import EdgePredictor
+    from recstudio_edge.infer import onnx_router
+
+    router = onnx_router(export_set / "edge_0.onnx")
+    assert [p.path.name for p in router.predictors] == ["edge_0.onnx", "edge_1.onnx"]
+    batch = {"item_id": np.array([1, 2]), "seq": np.tile(np.arange(0, 10), (2, 1)), "group_id": np.array([0, 1])}
+    got = router.predict(batch)
+    one = EdgePredictor(export_set / "edge_1.onnx").predict({"item_id": batch["item_id"][1:], "seq": batch["seq"][1:]})
+    np.testing.assert_allclose(got[1:], one, atol=1e-6)
+
+
+def test_a_tampered_onnx_through_the_cli_is_one_line(export_set, tmp_path, capsys):
+    from recstudio_edge.infer import onnx_router
+    from recstudio_edge.config import ConfigError
+
+    d = _copy_set(export_set, tmp_path / "set")
+    data = bytearray((d / "edge_0.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / "edge_0.onnx").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"--backend=onnx --ckpt=.*edge_0\.onnx: .*sha256 differs from its sidecar"):
+        onnx_router(d / "edge_0.onnx")

@@ -6,12 +6,21 @@ and verified (``onnx_export.export_edge_models``); with ``quantize``, an int8 co
 ``split``, each device model cut at that stage into ``device.onnx`` + ``cloud.onnx``
 (``split.export_split``); and ``export.json`` with every report. Kept apart from
 ``onnx_export`` and ``split`` because it uses both.
+
+The set is written into a temporary folder ``out_dir/.export-*`` and moved into place only when
+every file of it has been written and verified; ``manifest.json`` (``runtime.MANIFEST``), written
+last in each folder of the set, lists every file with its sha256. A set without it is incomplete
+(the export was killed, or failed), and the runtime checks each sidecar against it: an edited
+sidecar (say, a widened id range) is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -20,6 +29,7 @@ import torch
 from ..utils import atomic_write_text
 from .onnx_export import export_edge_models
 from .protocol import EdgeProtocolError, edge_parts_of, select_rows
+from .runtime import MANIFEST
 from .split import export_split, split_parts
 
 log = logging.getLogger("recstudio_edge")
@@ -56,6 +66,45 @@ def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: s
     if split:  # a stage that does not exist fails before anything is written
         for part in parts.device.values():
             split_parts(part, split)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".export-*"):  # what a killed export left
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in [out_dir / MANIFEST, *out_dir.glob(f"split_*/{MANIFEST}")]:
+        old.unlink(missing_ok=True)  # the previous set is no longer marked complete while this one is written
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        reports = _export_into(model, parts, stage, tol, exporter, config, quantize, datamodule, split)
+        reports = _moved(reports, str(stage), str(out_dir))
+        written = sorted(p for p in stage.rglob("*") if p.is_file())
+        for p in written:
+            dest = out_dir / p.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+        atomic_write_text(out_dir / "export.json", json.dumps(reports, indent=1, default=str))
+        folders: Dict[Path, Dict[str, str]] = {}
+        for p in [*(out_dir / p.relative_to(stage) for p in written), out_dir / "export.json"]:
+            folders.setdefault(p.parent, {})[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder, files in folders.items():  # last: the mark of a complete set
+            atomic_write_text(folder / MANIFEST, json.dumps({"format": "recstudio_edge.export/1", "complete": True,
+                                                             "files": files}, indent=1))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return reports
+
+
+def _moved(obj, old: str, new: str):
+    """``obj`` with every path under ``old`` renamed to ``new``."""
+    if isinstance(obj, dict):
+        return {k: _moved(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_moved(v, old, new) for v in obj]
+    if isinstance(obj, str) and obj.startswith(old):
+        return new + obj[len(old):]
+    return obj
+
+
+def _export_into(model, parts, out_dir: Path, tol, exporter, config, quantize, datamodule, split):
     reports = export_edge_models(model, out_dir, tol=tol, exporter=exporter, config=config)
     if quantize:
         from .quantize import quantization_report, quantize_file
@@ -84,7 +133,6 @@ def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: s
         for name, r in reports.items():
             folder = Path(out_dir) if len(reports) == 1 else Path(out_dir) / f"split_{name}"
             r["split"] = export_split(model, split, folder, variant=name, tol=tol, exporter=exporter, config=config)
-    atomic_write_text(Path(out_dir) / "export.json", json.dumps(reports, indent=1, default=str))
     return reports
 
 

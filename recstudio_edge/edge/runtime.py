@@ -51,16 +51,93 @@ def _describe(spec: Mapping[str, Any]) -> str:
     return f"{spec['name']} [{shape}] {spec['dtype']}{rng}"
 
 
+MANIFEST = "manifest.json"  # written last by an export (edge.bundle): every file of the set with its sha256
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_json_object(path: Path, what: str) -> Dict[str, Any]:
+    """A JSON object from ``path``; ``EdgeModelError`` naming the file when it cannot be read, is
+    empty, is not JSON, or is not an object."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgeModelError(f"{path}: cannot read the {what}: {e}") from None
+    if not text.strip():
+        raise EdgeModelError(f"{path}: the {what} is empty (re-export: python run.py --task=export --ckpt=...)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EdgeModelError(f"{path}:{e.lineno}: the {what} is not valid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise EdgeModelError(f"{path}: the {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _check_spec(side_path: Path, key: str, i: int, spec: Any, io: str) -> None:
+    where = f"{side_path}: {key}[{i}]"
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise EdgeModelError(f"{where}: each {io} is an object with a 'name'")
+    if io == "input":
+        try:
+            np.dtype(spec.get("dtype"))
+        except TypeError:
+            raise EdgeModelError(f"{where} ({spec['name']!r}): unknown dtype {spec.get('dtype')!r}") from None
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool)
+                                                  for d in shape):
+            raise EdgeModelError(f"{where} ({spec['name']!r}): 'shape' must be a list of sizes or axis names")
+        rng = spec.get("range")
+        if rng is not None:
+            ok = isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in rng)
+            if not ok or rng[0] < 0 or rng[0] > rng[1]:
+                raise EdgeModelError(f"{where} ({spec['name']!r}): 'range' must be [lo, hi] with 0 <= lo <= hi, "
+                                     f"got {rng!r}")
+
+
+def check_manifest(side_path: Path) -> None:
+    """With the export's ``manifest.json`` beside the sidecar, the sidecar's sha256 must be the one it
+    lists (an edited sidecar, e.g. a widened id range, is refused)."""
+    man_path = side_path.with_name(MANIFEST)
+    if not man_path.exists():
+        return
+    man = read_json_object(man_path, "export manifest")
+    files = man.get("files")
+    if not isinstance(files, dict):
+        raise EdgeModelError(f"{man_path}: the export manifest has no 'files' object")
+    want = files.get(side_path.name)
+    if want is not None and _sha256(side_path) != want:
+        raise EdgeModelError(f"{side_path}: sha256 differs from the one {man_path} lists: the sidecar was changed "
+                             f"after export (re-export, or restore it)")
+
+
 def load_sidecar(path: str | Path) -> tuple:
-    """``(onnx path, sidecar dict)`` from either file's path."""
+    """``(onnx path, sidecar dict)`` from either file's path; every sidecar that is unreadable, not a
+    JSON object, lacks what the runtime needs, or differs from the export manifest beside it is an
+    ``EdgeModelError`` naming the file."""
     path = Path(path)
     side_path = path if path.suffix == ".json" else path.with_suffix(".json")
     if not side_path.exists():
         raise EdgeModelError(f"{side_path}: no sidecar next to the ONNX file (export writes one: "
                              f"python run.py --task=export --ckpt=...)")
-    side = json.loads(side_path.read_text())
+    side = read_json_object(side_path, "sidecar")
     if side.get("format") != SIDECAR_FORMAT:
         raise EdgeModelError(f"{side_path}: sidecar format {side.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+    if not isinstance(side.get("onnx"), str) or not side["onnx"] or Path(side["onnx"]).name != side["onnx"]:
+        raise EdgeModelError(f"{side_path}: 'onnx' must name the ONNX file beside it, got {side.get('onnx')!r}")
+    for key, io in (("inputs", "input"), ("outputs", "output")):
+        specs = side.get(key)
+        if not isinstance(specs, list) or not specs:
+            raise EdgeModelError(f"{side_path}: {key!r} must be a non-empty list")
+        for i, spec in enumerate(specs):
+            _check_spec(side_path, key, i, spec, io)
+    for key in ("axes", "rows"):
+        if side.get(key) is not None and not isinstance(side[key], dict):
+            raise EdgeModelError(f"{side_path}: {key!r} must be an object")
+    check_manifest(side_path)
     onnx_path = side_path.with_name(side["onnx"]) if path.suffix == ".json" else path
     if not onnx_path.exists():
         raise EdgeModelError(f"{onnx_path}: ONNX file named by {side_path} not found")
@@ -259,4 +336,5 @@ class EdgeRouter:
         return f"EdgeRouter({[p.path.name for p in self.predictors]}, rows {self.rows})"
 
 
-__all__ = ["EdgePredictor", "EdgeRouter", "EdgeInputError", "EdgeModelError", "load_sidecar", "SIDECAR_FORMAT"]
+__all__ = ["EdgePredictor", "EdgeRouter", "EdgeInputError", "EdgeModelError", "load_sidecar", "SIDECAR_FORMAT",
+           "MANIFEST", "check_manifest", "read_json_object"]

@@ -155,8 +155,11 @@ class Recommender(FastLoop, pl.LightningModule):
                 values.update(per_group_metrics(logits, labels, users, group_ids, int(n)))
         self.last_metrics[stage] = {k: float(v) for k, v in values.items()}
         self.last_metrics_epoch[stage] = self.current_epoch if attached_trainer(self) is not None else -1
+        # the figures are already reduced across processes (above), so every rank logs the same
+        # value: sync_dist=True averages identical numbers (exact) and lets every rank's
+        # ModelCheckpoint / EarlyStopping read the monitor (rank_zero_only would hide it from the others)
         self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items() if not k.startswith("rows_")},
-                      sync_dist=False)
+                      sync_dist=True)
 
     # distributed helpers: sums and concatenations across processes ------------------------
     def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:

@@ -119,8 +119,9 @@ class FastLoop:
             self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         last = getattr(trainer, "num_training_batches", None) if trainer is not None else None
         if last is not None and last != float("inf") and batch_idx + 1 >= int(last):
+            # each rank's own mean: averaged across processes once, at the epoch's end (sync_dist)
             self.log("train/loss_epoch", self._loss_sum / self._loss_n, prog_bar=True, on_step=False,
-                     on_epoch=True, batch_size=self._loss_n)
+                     on_epoch=True, batch_size=self._loss_n, sync_dist=True)
 
 
 def fits(module, trainer: "pl.Trainer") -> bool:
