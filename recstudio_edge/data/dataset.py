@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..evaluation.topk import csr_rows
+from ..progress import stages
 from .preprocess import HISTORY, TEST, TRAIN, VALID, Interactions
 
 Batch = Dict[str, torch.Tensor]
@@ -203,7 +204,9 @@ def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0,
     inner_keyed = getattr(ds, "epoch_keyed", False)
     whole = None  # mf: every row's user and positive, for the per-epoch draw
     if not inner_keyed and len(ds) and len(ds) * int(count) <= EPOCH_DRAW_LIMIT:
-        every = ds.make_batch(torch.arange(len(ds)))
+        with stages("negative table", ["rows"]) as step:
+            step("rows")
+            every = ds.make_batch(torch.arange(len(ds)))
         if "target_seq" not in every and every.get("item_id") is not None and every["item_id"].dim() == 1:
             whole = every
     drawn = {}
@@ -215,7 +218,8 @@ def with_negatives(ds: BatchDataset, sampler, count: int, seed: int = 0,
             rows = batches.order(epoch) if batches is not None else None
             t = dict(whole) if rows is None else {k: v.index_select(0, rows) for k, v in whole.items()}
             g, _ = batch_generator(seed, ((epoch, rank, -1), None), salt=1)
-            with torch.no_grad():
+            with torch.no_grad(), stages("negative table", [f"epoch {epoch}"]) as step:
+                step(f"epoch {epoch}")  # once per epoch, at its first batch
                 t["pos_log_prob"], t["neg_item_id"], t["neg_log_prob"] = sampler(
                     t["item_id"], count, user=t["user_id"], generator=g)
             drawn.clear()
@@ -398,14 +402,17 @@ class KindBuilder:
 
     def _train_ctr(self) -> BatchDataset:
         ptr, items, L, k = self.train_ptr, self.train_items, self.L, self.neg_per_pos
-        # every train interaction after the user's first is a positive sample
-        pos_idx = torch.arange(items.numel())
-        user_of = torch.repeat_interleave(torch.arange(self.data.num_users), ptr[1:] - ptr[:-1])
-        first = pos_idx == ptr[user_of]
-        pos_idx, pos_user = pos_idx[~first], user_of[~first]
-        # training negatives avoid the user's training items only: excluding their valid/test
-        # items too would tell the model which items those are (they could never be negatives)
-        seen = UserItemIndex(self.data, self.train_mask)
+        with stages("ctr samples train", ["positives", "seen items"]) as step:
+            step("positives")
+            # every train interaction after the user's first is a positive sample
+            pos_idx = torch.arange(items.numel())
+            user_of = torch.repeat_interleave(torch.arange(self.data.num_users), ptr[1:] - ptr[:-1])
+            first = pos_idx == ptr[user_of]
+            pos_idx, pos_user = pos_idx[~first], user_of[~first]
+            step("seen items")
+            # training negatives avoid the user's training items only: excluding their valid/test
+            # items too would tell the model which items those are (they could never be negatives)
+            seen = UserItemIndex(self.data, self.train_mask)
         seed = self.seed
 
         def make(key):
@@ -463,14 +470,17 @@ class KindBuilder:
     def _eval_ctr(self, stage: str) -> BatchDataset:
         """Each target interaction plus ``eval_neg_per_pos`` fixed negatives (seeded), history = known items."""
         d = self.data
-        known = self.known[stage]
-        k_ptr, k_items = d.user_ptr(known)
-        tmask = d.split == self.target_code[stage]
-        tu, ti = d.user[tmask], d.item[tmask]
-        g = torch.Generator().manual_seed(self.seed + (1 if stage == "valid" else 2))
-        k = self.eval_neg_per_pos
-        uu = tu.repeat(k)
-        negs = UserItemIndex(d).sample_unseen(uu, generator=g)
+        with stages(f"ctr samples {stage}", ["history", "negatives"]) as step:
+            step("history")
+            known = self.known[stage]
+            k_ptr, k_items = d.user_ptr(known)
+            tmask = d.split == self.target_code[stage]
+            tu, ti = d.user[tmask], d.item[tmask]
+            g = torch.Generator().manual_seed(self.seed + (1 if stage == "valid" else 2))
+            k = self.eval_neg_per_pos
+            uu = tu.repeat(k)
+            step("negatives")
+            negs = UserItemIndex(d).sample_unseen(uu, generator=g)
         users = torch.cat([tu, uu])
         items = torch.cat([ti, negs])
         labels = torch.cat([torch.ones(tu.numel()), torch.zeros(uu.numel())])

@@ -17,6 +17,7 @@ from typing import Any, Dict
 
 import torch
 
+from ..progress import stages
 from .preprocess import Interactions, build_interactions
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ def load_interactions(data_dir: Path, cfg: Dict[str, Any], seed: int, use_cache:
     cache = data_dir / ".cache" / f"{cfg['name']}-{digest}.pt"
     if use_cache and cache.exists():
         t = time.perf_counter()
-        state = torch.load(cache, weights_only=True)
+        with stages(f"data {cfg['name']}", ["load cache"]) as step:
+            step("load cache")
+            state = torch.load(cache, weights_only=True)
         log.info("loaded %s from cache %s in %.2fs", cfg["name"], cache, time.perf_counter() - t)
         return Interactions.from_state(state)
     from .readers import read_dataset
@@ -73,14 +76,18 @@ def load_interactions(data_dir: Path, cfg: Dict[str, Any], seed: int, use_cache:
     spec = dict(cfg)
     if spec.get("format") == "synthetic" or spec.get("format") in ("auto", None):
         spec["format"] = "atomic" if (folder / f"{cfg['name']}.inter").exists() else spec.get("format", "auto")
-    raw = read_dataset(data_dir, spec)
-    t_read = time.perf_counter() - t
-    data = build_interactions(raw.inter, raw.item, cfg, seed, source=str(folder))
-    data.stats.update(read_seconds=t_read, build_seconds=time.perf_counter() - t - t_read,
-                      skipped_lines=float(getattr(raw, "skipped", 0)))
-    if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save(data.to_state(), tmp)
-        os.replace(tmp, cache)
+    with stages(f"data {cfg['name']}", ["read", "filter + split", *(["cache"] if use_cache else [])]) as step:
+        step("read")
+        raw = read_dataset(data_dir, spec)
+        t_read = time.perf_counter() - t
+        step("filter + split")
+        data = build_interactions(raw.inter, raw.item, cfg, seed, source=str(folder))
+        data.stats.update(read_seconds=t_read, build_seconds=time.perf_counter() - t - t_read,
+                          skipped_lines=float(getattr(raw, "skipped", 0)))
+        if use_cache:
+            step("cache")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            torch.save(data.to_state(), tmp)
+            os.replace(tmp, cache)
     return data

@@ -26,6 +26,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
+from ..progress import progress
 from ..utils import atomic_write_text
 from .onnx_export import export_edge_models
 from .protocol import EdgeProtocolError, edge_parts_of, select_rows
@@ -110,7 +111,7 @@ def _export_into(model, parts, out_dir: Path, tol, exporter, config, quantize, d
         from .quantize import quantization_report, quantize_file
 
         batches = labelled_batches(datamodule)
-        for name, r in reports.items():
+        for name, r in progress(reports.items(), total=len(reports), desc="int8", unit="variant"):
             part = parts.device[name]
             q = quantize_file(r["path"])
             mine = batches
@@ -130,7 +131,7 @@ def _export_into(model, parts, out_dir: Path, tol, exporter, config, quantize, d
                     (f" with {q['rows_of']}" if q.get("rows_of") else "")
             r["int8"] = q
     if split:
-        for name, r in reports.items():
+        for name, r in progress(reports.items(), total=len(reports), desc="split", unit="variant"):
             folder = Path(out_dir) if len(reports) == 1 else Path(out_dir) / f"split_{name}"
             r["split"] = export_split(model, split, folder, variant=name, tol=tol, exporter=exporter, config=config)
     return reports

@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from ..progress import progress
 from ..utils import atomic_write_text
 from .protocol import EdgeProtocolError, Part, edge_parts_of
 
@@ -222,7 +223,7 @@ def export_onnx(module: torch.nn.Module, example_inputs, input_names: Sequence[s
         combos = [dict(zip(names, c)) for c in itertools.product(*(sizes[n] for n in names))] or [{}]
         g = torch.Generator().manual_seed(seed)
         checks = []
-        for combo in combos:
+        for combo in progress(combos, desc=f"verify {Path(path).name}", unit="size"):
             if make_inputs is not None:
                 inputs = _as_dict(make_inputs(combo), input_names)
             else:
@@ -353,7 +354,7 @@ def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exp
                               f"{did_you_mean(unknown[0], parts.variants)}")
     out_dir = Path(out_dir)
     return {v: export_part(parts.device[v], out_dir / onnx_name(v), tol, exporter, model, v, config)
-            for v in names}
+            for v in progress(names, desc="export", unit="variant")}
 
 
 __all__ = ["export_onnx", "export_edge_models", "export_part", "OnnxExportError", "axis_sizes", "random_like",

@@ -25,6 +25,9 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..progress import progress
+
+ADD_CHUNK = 65536  # items added to the index per step (one progress-bar step)
 SPEC_KEYS = ("index", "nprobe", "efSearch", "efConstruction", "ip_to_l2")
 SEARCH_PARAMS = ("nprobe", "efSearch")
 
@@ -115,9 +118,15 @@ class AnnIndex:
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None and ivf.nlist > n:
             raise ValueError(f"model.ann.index {self.factory!r}: {ivf.nlist} lists for {n} items; use fewer lists")
-        if not index.is_trained:
-            index.train(x)
-        index.add(x)
+        chunks = range(0, n, ADD_CHUNK)
+        with progress(total=len(chunks) + (0 if index.is_trained else 1), desc=f"ann {self.factory}",
+                      unit="chunk") as bar:
+            if not index.is_trained:
+                index.train(x)
+                bar.update(1)
+            for s in chunks:  # in chunks of rows, so that a large build shows its progress
+                index.add(x[s:s + ADD_CHUNK])
+                bar.update(1)
         self.on_gpu = False
         if device is not None and torch.device(device).type == "cuda" and gpu_available(faiss) \
                 and "HNSW" not in self.factory:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import ConfigError, dump
+from ..progress import progress
 from ..utils import atomic_write_text
 from .space import format_params, search_space
 
@@ -386,6 +387,11 @@ def best_config(cfg: Dict[str, Any], params: Dict[str, Any], model_cls) -> Dict[
 
 
 # ---- the experiment -----------------------------------------------------------------------------
+def maximizes(val_metric: str) -> bool:
+    """Whether a larger ``val_metric`` is better (every metric but logloss)."""
+    return val_metric != "logloss"
+
+
 def _run(exp, port: int, host: Optional[str], cfg: Dict[str, Any], val_metric: str, max_trials: int,
          max_duration: Optional[int], exp_dir: Path, t0: float) -> Tuple[str, List[Dict[str, Any]]]:
     """Start the manager, poll until the experiment ends or runs out of time; the trials as rows."""
@@ -417,7 +423,7 @@ def _poll(exp, cfg, val_metric, max_trials, max_duration, trials_dir, nni_dir, t
     """``_run``'s polling loop; ``bar`` advances once per finished trial: trial n of N, best so far."""
     from ..runner import say
 
-    maximize = bool(cfg.get("_maximize", True))
+    maximize = maximizes(val_metric)
     best: Optional[float] = None
     while True:
         try:
@@ -467,7 +473,7 @@ def tune(cfg: Dict[str, Any], model_cls, argv: List[str]) -> Dict[str, Any]:
     max_duration = parse_duration(cfg["nni"].get("max_duration"))
     host = check_host(cfg["nni"].get("host"))
     val_metric = resolve_val_metric(cfg, model_cls)
-    maximize = val_metric != "logloss"
+    maximize = maximizes(val_metric)
 
     if port_in_use(port):
         raise ConfigError(f"--port={port} is in use (another NNI experiment or web server?): pass a free one, "

@@ -59,6 +59,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ...progress import progress
 from ..errors import DataError
 
 FIELDS = ("user_id", "target_id", "clk_sequence", "label", "group_id")
@@ -345,7 +346,7 @@ class SampleFiles:
         self.folder = Path(folder)
         self.paths = _split_paths(self.folder, files)
         self.samples: Dict[str, Samples] = {}
-        for stage, p in self.paths.items():
+        for stage, p in progress(list(self.paths.items()), desc="pinrec sample files", unit="file"):
             if stage == "train" or p.exists():
                 self.samples[stage] = read_samples(p, max_seq_len, group_num, on_bad_line)
         every = list(self.samples.values())
