@@ -294,10 +294,12 @@ def report_train(run_dir: Path, metrics: Mapping[str, Any], mode: str = "max",
         out["groups"] = {**plot_groups(runs, run_dir / "groups.png"), "trunk_epoch": trunk_epoch,
                          "switch_epoch": switch}
         out["plots"].append("groups.png")
-    lines = [f"{epochs} epochs in "
-             f"{metrics.get('train_seconds', 0)} s; the validation metric {val_metric} chose epoch "
-             f"{curves['best_epoch'] if curves['best_epoch'] is not None else '-'}"
-             + "".join(f"; {lab} at epoch {e}" for e, lab in events) + ".", ""]
+    if epochs > 0:
+        what = (f"{epochs} epochs in {metrics.get('train_seconds', 0)} s; the validation metric {val_metric} "
+                f"chose epoch {curves['best_epoch'] if curves['best_epoch'] is not None else '-'}")
+    else:  # closed-form models: one fit, one validation
+        what = f"fitted in closed form in {metrics.get('train_seconds', 0)} s; validation metric {val_metric}"
+    lines = [what + "".join(f"; {lab} at epoch {e}" for e, lab in events) + ".", ""]
     captions = {"curves.png": "Training loss and validation metrics per epoch",
                 "groups.png": "Per-group AUC / GAUC on the validation rows, head vs tail"}
     for p in out["plots"]:
