@@ -35,6 +35,12 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
+# what a download may write before its checksum is known, and what its zip may unpack to: a
+# server that sends more (or a zip bomb) is stopped there, not when the disk is full
+MAX_DOWNLOAD_BYTES = 2 << 30
+MAX_UNPACKED_BYTES = 8 << 30
+MAX_MEMBERS = 10_000
+UNVERIFIED = "unverified"  # data.sha256: unverified downloads a custom data.url without a checksum
 
 
 @dataclass(frozen=True)
@@ -133,19 +139,30 @@ def _progress_bar(total: int | None, name: str, enabled: bool):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"download {name}")
 
 
-def _download(url: str, dest: Path, name: str, progress: bool) -> str:
-    """Stream ``url`` into ``dest``; return the sha256 hex digest.
+def _download(url: str, dest: Path, name: str, progress: bool, limit: int | None = None) -> str:
+    """Stream ``url`` into ``dest``; return the sha256 hex digest. At most ``limit`` bytes
+    (``MAX_DOWNLOAD_BYTES``) are written: a larger Content-Length, or a body that runs past it, is a
+    ``DataError`` (and the part file is deleted by the caller).
 
     Network errors propagate (``URLError``, ``TimeoutError``,
     ``ConnectionError``, ``http.client.HTTPException``).
     """
+    limit = MAX_DOWNLOAD_BYTES if limit is None else int(limit)
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "recstudio_edge"})
     with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response, open(dest, "wb") as out:
         length = response.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise DataError(url, None, None, f"the server announces {int(length)} bytes, more than the "
+                            f"{limit} a download may write before its checksum is checked; nothing was kept")
         bar = _progress_bar(int(length) if length and length.isdigit() else None, name, progress)
+        written = 0
         try:
             while chunk := response.read(_CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise DataError(url, None, None, f"the download ran past {limit} bytes (the most written "
+                                    f"before its checksum is checked); stopped, nothing was kept")
                 out.write(chunk)
                 digest.update(chunk)
                 if bar is not None:
@@ -159,9 +176,17 @@ def _download(url: str, dest: Path, name: str, progress: bool) -> str:
 def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipInfo]:
     """Return the members, refusing any whose path would leave the target folder."""
     members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise DataError(zip_path, None, None, f"the archive has {len(members)} members, more than "
+                        f"{MAX_MEMBERS}; refusing to unpack")
+    total = sum(info.file_size for info in members)
+    if total > MAX_UNPACKED_BYTES:
+        raise DataError(zip_path, None, None, f"the archive unpacks to {total} bytes, more than "
+                        f"{MAX_UNPACKED_BYTES}; refusing to unpack")
     for info in members:
         p = PurePosixPath(info.filename.replace("\\", "/"))
-        if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+        if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]) or \
+                any(not ch.isprintable() for ch in info.filename):
             raise DataError(zip_path, None, None,
                             f"unsafe archive member '{info.filename}' would escape the target folder; "
                             "refusing to unpack")
@@ -227,18 +252,29 @@ def _resolve_source(name: str, spec: Mapping[str, Any]) -> tuple[str | None, str
 
     Unset (missing or null) spec keys take the catalogue's values, but the
     catalogue checksum and root are used only with the catalogue URL: a spec
-    pointing at another URL without ``sha256`` is downloaded unverified (with
-    a warning), and without ``archive_root`` the zip's single top folder is
-    used.
+    pointing at another URL without ``sha256`` is an error (``sha256:
+    unverified`` downloads it unchecked, with a warning), and without
+    ``archive_root`` the zip's single top folder is used. A digest is 64 hex
+    digits, as text.
     """
     info = CATALOG.get(name)
     url = spec.get("url") or (info.url if info else None)
     same = info is not None and url == info.url
-    sha = spec.get("sha256") or (info.sha256 if same else None)
+    sha = spec.get("sha256")
+    if sha is not None and not isinstance(sha, str):
+        raise DataError(None, None, "sha256", f"data.sha256 must be the hex digest as text (quote it in "
+                        f"YAML), got the {type(sha).__name__} {sha!r}")
+    sha = sha or (info.sha256 if same else None)
+    if sha is None and url is not None:
+        raise DataError(None, None, "sha256", f"data.url {url} has no data.sha256: set the archive's sha256 "
+                        f"(64 hex digits), or data.sha256: {UNVERIFIED} to download it unchecked")
+    if sha is not None and sha.lower() != UNVERIFIED and \
+            (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+        raise DataError(None, None, "sha256", f"data.sha256 {sha!r} is not a sha256 digest (64 hex digits)")
     root = spec.get("archive_root")
     if root is None and same:
         root = info.archive_root
-    return url, (str(sha).lower() if sha else None), root
+    return url, (sha.lower() if sha else None), root
 
 
 def ensure_dataset(name: str, data_dir, spec: Mapping[str, Any] | None = None,
@@ -277,7 +313,7 @@ def ensure_dataset(name: str, data_dir, spec: Mapping[str, Any] | None = None,
             got = _download(url, zip_path, name, progress)
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
             raise _network_error(name, url, target, exc) from None
-        if sha is None:
+        if sha == UNVERIFIED:
             logger.warning("%s: no sha256 configured, archive not verified (got %s)", name, got)
         elif got != sha:
             raise DataError(None, None, "sha256",

@@ -158,10 +158,10 @@ def test_download_disabled_and_http_404(server, tmp_path):
     base, www, hits = server
     with pytest.raises(DataError, match=r"cannot download ml-100k .*download disabled.*put u\.data, "
                                         r"u\.user, u\.item \(GroupLens ml-100k\)"):
-        ensure_dataset("ml-100k", tmp_path, {"url": f"{base}/x.zip"}, download=False)
+        ensure_dataset("ml-100k", tmp_path, {"url": f"{base}/x.zip", "sha256": "0" * 64}, download=False)
     assert hits == []
     with pytest.raises(DataError, match=r"cannot download ml-100k .*HTTP Error 404"):
-        ensure_dataset("ml-100k", tmp_path, {"url": f"{base}/missing.zip"}, progress=False)
+        ensure_dataset("ml-100k", tmp_path, {"url": f"{base}/missing.zip", "sha256": "0" * 64}, progress=False)
 
 
 def test_zip_slip_member_is_refused(server, tmp_path):
@@ -208,7 +208,51 @@ def test_spec_overrides_and_catalogue_fallback():
     assert _resolve_source("ml-1m", {}) == (info.url, info.sha256, "ml-1m")
     assert _resolve_source("ml-1m", {"url": None, "sha256": None, "archive_root": None}) == \
         (info.url, info.sha256, "ml-1m")
-    assert _resolve_source("ml-1m", {"url": "http://x/y.zip"}) == ("http://x/y.zip", None, None)
-    assert _resolve_source("ml-1m", {"url": "http://x/y.zip", "sha256": "AB", "archive_root": ""}) == \
-        ("http://x/y.zip", "ab", "")
+    assert _resolve_source("ml-1m", {"url": "http://x/y.zip", "sha256": "unverified"}) == \
+        ("http://x/y.zip", "unverified", None)
+    assert _resolve_source("ml-1m", {"url": "http://x/y.zip", "sha256": "AB" * 32, "archive_root": ""}) == \
+        ("http://x/y.zip", "ab" * 32, "")
     assert _resolve_source("other", {}) == (None, None, None)
+
+
+def test_a_custom_url_needs_a_checksum_and_a_digest_is_text(server, tmp_path):
+    base, www, hits = server
+    sha = grouplens_zip(www)
+    with pytest.raises(DataError, match=r"field 'sha256': data\.url .*ml-1m\.zip has no data\.sha256: set the "
+                                        r"archive's sha256 .*or data\.sha256: unverified"):
+        ensure_dataset("ml-1m", tmp_path / "a", {"url": f"{base}/ml-1m.zip"}, progress=False)
+    with pytest.raises(DataError, match=r"data\.sha256 must be the hex digest as text .*got the int 123"):
+        ensure_dataset("ml-1m", tmp_path / "a", {"url": f"{base}/ml-1m.zip", "sha256": 123}, progress=False)
+    with pytest.raises(DataError, match=r"data\.sha256 '0123' is not a sha256 digest"):
+        ensure_dataset("ml-1m", tmp_path / "a", {"url": f"{base}/ml-1m.zip", "sha256": "0123"}, progress=False)
+    assert hits == [] and not (tmp_path / "a").exists()
+    folder = ensure_dataset("ml-1m", tmp_path / "b", {"url": f"{base}/ml-1m.zip", "sha256": "unverified"},
+                            progress=False)
+    assert (folder / "ratings.dat").read_text() == RATINGS and sha
+
+
+def test_a_download_is_capped_before_its_checksum(server, tmp_path, monkeypatch):
+    from recstudio_edge.data import catalog
+
+    base, www, hits = server
+    (www / "big.zip").write_bytes(b"x" * 5000)
+    monkeypatch.setattr(catalog, "MAX_DOWNLOAD_BYTES", 4096)
+    data_dir = tmp_path / "datasets"
+    with pytest.raises(DataError, match=r"big\.zip: the server announces 5000 bytes, more than the 4096"):
+        ensure_dataset("ml-1m", data_dir, {"url": f"{base}/big.zip", "sha256": "0" * 64}, progress=False)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_a_zip_bomb_is_refused_before_unpacking(server, tmp_path, monkeypatch):
+    from recstudio_edge.data import catalog
+
+    base, www, hits = server
+    sha = make_zip(www / "bomb.zip", {"ml-1m/ratings.dat": "1::1::5::1\n" * 2000})
+    monkeypatch.setattr(catalog, "MAX_UNPACKED_BYTES", 1000)
+    data_dir = tmp_path / "datasets"
+    with pytest.raises(DataError, match=r"the archive unpacks to 22000 bytes, more than 1000; refusing to unpack"):
+        ensure_dataset("ml-1m", data_dir, {"url": f"{base}/bomb.zip", "sha256": sha}, progress=False)
+    assert list(data_dir.iterdir()) == []
+    sha = make_zip(www / "ctl.zip", {"ml-1m/ratings\x1b[2J.dat": RATINGS})
+    with pytest.raises(DataError, match=r"unsafe archive member 'ml-1m/ratings\\x1b\[2J\.dat'"):
+        ensure_dataset("ml-1m", data_dir, {"url": f"{base}/ctl.zip", "sha256": sha}, progress=False)
