@@ -155,3 +155,32 @@ def test_csv_without_sep_reads_commas(tmp_path, run_cli):
                        "--data.fields.item_id=movie", "--data.fields.timestamp=ts", "--epochs=1",
                        "--trainer.enable_progress_bar=false", tiny=False)
     assert "recall@10" in res["test"]
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, tty):
+    """On a terminal: Lightning's TQDM bar; elsewhere no bar (its carriage returns would fill a
+    log file) and MetricsTable's line per epoch instead."""
+    import io
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from recstudio_edge.callbacks.metrics_table import MetricsTable
+    from recstudio_edge.config import build_config
+    from recstudio_edge.model import get_model_class
+    from recstudio_edge.runner import build_trainer
+
+    class Out(io.StringIO):
+        def isatty(self):
+            return tty
+
+    cfg = build_config("BPR", None, None, {}, get_model_class("BPR"))
+    monkeypatch.setattr(sys, "stdout", Out())
+    trainer, _ = build_trainer(cfg, tmp_path, "recall@10", "max", epochs=1)
+    bars = [c for c in trainer.callbacks if isinstance(c, TQDMProgressBar)]
+    table = next(c for c in trainer.callbacks if isinstance(c, MetricsTable))
+    assert bool(bars) is tty and table.lines is (not tty)
+    cfg["trainer"] = {"enable_progress_bar": False}  # turned off on a terminal too: the lines
+    trainer, _ = build_trainer(cfg, tmp_path, "recall@10", "max", epochs=1)
+    assert not any(isinstance(c, TQDMProgressBar) for c in trainer.callbacks)
+    assert next(c for c in trainer.callbacks if isinstance(c, MetricsTable)).lines
