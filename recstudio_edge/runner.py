@@ -256,6 +256,7 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     if task == "infer" and getattr(dm, "data", None) is None:
         raise ConfigError("--task=infer reads interaction datasets; for sample files, test with --task=test "
                           "(python -m recstudio_edge.data.formats.pinrec writes predictions back to the format)")
+    _check_sample_files(dm, task)
     model = build_model(cfg, model_cls, dm)
     if task != "train":  # the data checks and facts of training (_train connects again, with its Trainer)
         from .wiring import connect
@@ -270,6 +271,22 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         atomic_write_text(run_dir / "config.yaml", dump(cfg))
     return Run(cfg, model_cls, task, dm, model, run_dir, val_metric, model.metric_mode(val_metric), resume)
+
+
+def _check_sample_files(dm, task: str) -> None:
+    """``data.format: pinrec``: the sample files a task reads (training: valid and test, to pick the
+    best epoch and report it; --task=test: test) exist, said before anything runs."""
+    files = getattr(dm, "sample_files", None)
+    if files is None:
+        return
+    need = {"train": ("valid", "test"), "test": ("test",)}.get(task, ())
+    missing = [s for s in need if s not in files.samples]
+    if missing:
+        where = ", ".join(str(files.paths[s]) if s in files.paths else f"{s} (data.files names none)"
+                          for s in missing)
+        raise ConfigError(f"data.format: pinrec: --task={task} reads the {' and '.join(missing)} sample "
+                          f"file{'s' if len(missing) > 1 else ''} beside {files.paths['train'].name}, not found: "
+                          f"{where} (write them, or name them in data.files: {{train: ..., valid: ..., test: ...}})")
 
 
 def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]) -> None:

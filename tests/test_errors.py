@@ -249,3 +249,40 @@ def test_a_tampered_onnx_through_the_cli_is_one_line(export_set, tmp_path, capsy
     (d / "edge_0.onnx").write_bytes(bytes(data))
     with pytest.raises(ConfigError, match=r"--backend=onnx --ckpt=.*edge_0\.onnx: .*sha256 differs from its sidecar"):
         onnx_router(d / "edge_0.onnx")
+
+
+# ---- data files ------------------------------------------------------------------------------------
+def _atomic(folder: Path, name: str, bad_row: bytes) -> None:
+    rows = [b"user_id:token\titem_id:token\ttimestamp:float"]
+    rows += [f"{u}\t{i}\t{u * 10 + i}".encode() for u in range(1, 6) for i in range(1, 6)]
+    rows.insert(3, bad_row)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    (folder / name / f"{name}.inter").write_bytes(b"\n".join(rows) + b"\n")
+
+
+DATA_CASES = [
+    ("longid", b"9" * 200_000 + b"\t1\t5", r"longid\.inter:4: field 'user_id': id of 200000 characters, at most 256"),
+    ("binary", b"\x00\x1b[2J\x7fELF\x01\t2\t5",
+     r"binary\.inter:4: field 'user_id': id '\\x00\\x1b\[2J\\x7fELF\\x01' holds control characters"),
+    ("badnum", b"1\t2\t\x1b[31m12", r"badnum\.inter:4: field 'timestamp': expected float, got '\\x1b\[31m12'"),
+]
+
+
+@pytest.mark.parametrize("name, row, message", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_a_bad_data_file_is_one_escaped_line(world, capsys, name, row, message):
+    import re
+
+    root, _ = world
+    _atomic(root / "data", name, row)
+    line = fails(root, capsys, f"-d={name}", "--epochs=1")
+    assert re.search(message, line), line
+    assert "\x1b" not in line and "\x00" not in line and len(line) < 600
+
+
+def test_pinrec_sample_files_say_up_front_what_is_missing(world, capsys):
+    root, _ = world
+    (root / "data" / "pins").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "pins" / "train.txt").write_text("1;5;3,4;1;0\n2;6;3;0;1\n")
+    line = fails(root, capsys, "-m=DIN", "-d=pins", "--data.format=pinrec", "--epochs=1")
+    assert "data.format: pinrec: --task=train reads the valid and test sample files beside train.txt" in line
+    assert f"{root / 'data' / 'pins' / 'valid.txt'}, {root / 'data' / 'pins' / 'test.txt'}" in line

@@ -64,6 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FIELD_TYPES = ("token", "float", "token_seq", "float_seq")
+MAX_ID_CHARS = 256  # the longest token an id field (``*_id``) may hold
 FORMATS = ("atomic", "ml-100k", "ml-1m", "csv", "auto")
 ON_BAD_LINE = ("error", "skip")
 # Columns whose empty / NaN values make a row unusable.
@@ -382,6 +383,21 @@ def _convert(text: _Text, table: pa.Table, columns: list[tuple[str, str, str]],
                     problems.append(_Problem(r, name, what))
         else:
             out[name] = col
+            if name.endswith("_id"):  # an id is a short token: a 200,000-digit cell is garbage, not a user
+                too_long = np.asarray(pc.greater(pc.utf8_length(col), MAX_ID_CHARS)
+                                      .to_numpy(zero_copy_only=False), dtype=bool)
+                if too_long.any():
+                    bad |= too_long
+                    r = _first(too_long)
+                    problems.append(_Problem(r, name, f"id of {len(col[r].as_py())} characters, at most "
+                                                      f"{MAX_ID_CHARS} allowed"))
+                control = np.asarray(pc.match_substring_regex(col, r"[\x00-\x1f\x7f]")
+                                     .to_numpy(zero_copy_only=False), dtype=bool)
+                if control.any():  # raw bytes of a binary file, not an id (shown escaped)
+                    bad |= control
+                    r = _first(control)
+                    problems.append(_Problem(r, name, f"id {col[r].as_py()!r} holds control characters "
+                                                      f"(a binary file?)"))
             if name in required:
                 empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(col), "")
                                    .to_numpy(zero_copy_only=False), dtype=bool)
