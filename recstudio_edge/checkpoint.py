@@ -23,7 +23,8 @@ def _short(e: BaseException) -> str:
     from .data.errors import printable
 
     text = str(e).strip().splitlines()
-    return printable(text[0] if text else type(e).__name__, limit=160)
+    first = text[0] if text else type(e).__name__
+    return printable(first.split(". ")[0].rstrip("."), limit=160)  # the first sentence: what torch found
 
 
 def checkpoint_model_name(state: Any, path: Path) -> Optional[str]:

@@ -134,7 +134,7 @@ def onnx_router(path: Path, model=None):
                 paths = sibs
         router = EdgeRouter(paths)
     except EdgeModelError as e:
-        raise ConfigError(f"--backend=onnx --ckpt={path}: {e}") from None
+        raise ConfigError(f"--backend=onnx: {e}") from None
     exported = side.get("model")
     if model is not None and exported and exported != type(model).__name__:
         raise ConfigError(f"--ckpt={path} was exported from {exported}, not {type(model).__name__}: "
