@@ -46,6 +46,8 @@ def load_yaml(path: Path) -> Dict[str, Any]:
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=Loader)  # safe_load, with 1e-3 a float
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (byte 0x{e.object[e.start]:02x} is not UTF-8)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -22,8 +22,24 @@ from .data.errors import DataError
 from .utils import atomic_write_text
 
 
+def read_input_text(path: Path) -> str:
+    """The text of an ``--input`` file; ``DataError`` naming it when it is missing, a folder, or not text."""
+    if not path.exists():
+        raise DataError(str(path), message="--input file not found")
+    if path.is_dir():
+        raise DataError(str(path), message="--input is a folder, not a file of rows")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(str(path), line=line, message=f"not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
+                                                      f"a file of rows, one per line, is expected") from None
+    except OSError as e:
+        raise DataError(str(path), message=f"cannot read it: {e.strerror or e}") from None
+
+
 def _read_rows(path: Path, columns: List[str]) -> List[List[str]]:
-    lines = path.read_text().splitlines()
+    lines = read_input_text(path).splitlines()
     if not lines:
         raise DataError(str(path), message="empty input file")
     first = lines[0].split("\t")

@@ -293,6 +293,10 @@ def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]) -
     """Load the checkpoint a task starts from into ``model`` (``--resume``'s for training: Lightning
     restores it again with the optimiser state), or open the ``.onnx`` of ``--backend=onnx``, before
     any folder is made or written: each way it does not fit is one error naming the file."""
+    if task == "infer" and cfg.get("input"):  # the rows to score are read (and refused) before any folder too
+        from .infer import read_input_text
+
+        read_input_text(Path(str(cfg["input"])))
     if resume is not None:
         load_weights(model, resume, what="--resume checkpoint")
     elif task != "train":
@@ -378,7 +382,36 @@ def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> 
         from .names import did_you_mean
 
         raise ConfigError(f"unknown task {task!r}: {did_you_mean(task, TASKS)}")
-    return TASKS[task](_prepare(cfg, model_cls, task), extra_callbacks)
+    fresh = not os.environ.get(RUN_DIR_ENV)  # this call makes the run folder (not a resume, not a DDP worker)
+    run = _prepare(cfg, model_cls, task)
+    try:
+        return TASKS[task](run, extra_callbacks)
+    except Exception:
+        if fresh and run.resume is None:
+            _drop_failed_run(run.run_dir, Path(cfg["output_dir"]))
+        raise
+
+
+def _drop_failed_run(run_dir: Path, output_dir: Path) -> None:
+    """A task that failed in the folder it just made leaves no folder behind, unless it holds a
+    checkpoint (what ``--resume`` continues from); its empty parents under ``output_dir`` go too."""
+    import shutil
+
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or not run_dir.is_dir() or any(run_dir.glob("*.ckpt")):
+        return
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_recstudio_edge", False)]:
+        root.removeHandler(h)  # run.log is closed before its folder goes
+        h.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stop = output_dir.resolve()
+    for parent in run_dir.resolve().parents:
+        if parent == stop or stop not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _say_groups(run_dir: Path, metrics: Dict[str, float]) -> None:

@@ -286,3 +286,27 @@ def test_pinrec_sample_files_say_up_front_what_is_missing(world, capsys):
     line = fails(root, capsys, "-m=DIN", "-d=pins", "--data.format=pinrec", "--epochs=1")
     assert "data.format: pinrec: --task=train reads the valid and test sample files beside train.txt" in line
     assert f"{root / 'data' / 'pins' / 'valid.txt'}, {root / 'data' / 'pins' / 'test.txt'}" in line
+
+
+OTHER_CASES = [
+    (["--task=infer", "--ckpt={run}/best.ckpt", "--input={bad}/nofile.txt"], r"nofile\.txt: --input file not found"),
+    (["--task=infer", "--ckpt={run}/best.ckpt", "--input={bad}/random.ckpt"],
+     r"random\.ckpt:2: not UTF-8 text \(byte 0x80\)"),
+    (["--task=infer", "--ckpt={run}/best.ckpt", "--input={bad}/folder.ckpt"], r"folder\.ckpt: --input is a folder"),
+    (["--task=infer", "--ckpt={run}/best.ckpt", "--input={bad}/users.txt"],
+     r"users\.txt:2: field 'user_id': unknown user_id 'nobody'"),
+    (["--config={bad}/random.ckpt"], r"random\.ckpt: not a YAML text file"),
+    (["-m=NCF", "--trainer.devices=abc"], r"`devices` selected with `CPUAccelerator` should be an int > 0"),
+]
+
+
+@pytest.mark.parametrize("args, message", OTHER_CASES, ids=[" ".join(a) for a, _ in OTHER_CASES])
+def test_a_task_that_fails_leaves_no_folder(world, capsys, args, message):
+    """Inputs checked before the folder is made, and a task that fails after leaves none behind."""
+    import re
+
+    root, run = world
+    (root / "bad" / "users.txt").write_text("user_id\nnobody\n")
+    line = fails(root, capsys, *(a.format(bad=root / "bad", run=run) for a in args))
+    assert re.search(message, line), line
+    assert not (root / "out" / "NCF").exists()
