@@ -2,8 +2,9 @@
 
 A training run (``report_train``) writes
 
-- ``curves.png``: the training loss and every validation metric per epoch (one panel per metric;
-  a metric's per-group values, ``auc_g0`` ..., are thin lines in its panel), read from
+- ``curves.png``: the training loss and every validation metric per epoch (a panel per metric
+  name with a line per cutoff, ``recall@10``, ``recall@20``; a metric's per-group values,
+  ``auc_g0`` ..., are thin lines in its panel; the validation metric's panel first), read from
   ``logs/metrics.csv`` (the epochs ``0 .. epochs - 1`` of the fit; the rows after them are the
   end-of-run validation of the best checkpoint and the test). The best epoch (the one the
   validation metric chose) is marked in every panel, and so is every epoch event the callbacks
@@ -102,45 +103,57 @@ def _figure(rows: int, cols: int, w: float = 4.0, h: float = 3.0):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
+    else:  # a grid of panels: fixed margins (tight_layout measures every label, a second per figure)
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.94, wspace=0.28, hspace=0.42)
     tmp = path.with_name("." + path.name + ".tmp")
     fig.savefig(tmp, format="png")
     tmp.replace(path)
     return path
 
 
+def _panel_of(key: str) -> str:
+    """The panel a validation key is drawn in: its metric name (``recall@10`` -> ``recall``, ``auc_g2`` -> ``auc``)."""
+    m = _GROUP.match(key)
+    key = m["base"] if m else key
+    m = _AT.match(key)
+    return m["name"] if m else key
+
+
 def plot_curves(history: Mapping[str, Any], path: Path, val_metric: Optional[str] = None, mode: str = "max",
                 events: Sequence[Tuple[int, str]] = ()) -> Dict[str, Any]:
-    """``curves.png``: loss and validation metrics per epoch, best epoch and events marked."""
+    """``curves.png``: loss and validation metrics per epoch (a panel per metric name, a line per
+    cutoff, per-group values as thin lines), the best epoch and the events marked."""
     valid = history.get("valid", {})
-    bases = sorted((k for k in valid if not _GROUP.match(k)), key=lambda k: k != val_metric)  # its own first
-    panels: List[Tuple[str, Dict[str, Dict[int, float]]]] = []
+    panels: Dict[str, Dict[str, Dict[int, float]]] = {}
     if history.get("loss"):
-        panels.append(("train loss", {"train loss": history["loss"]}))
-    for b in bases:
-        lines = {b: valid[b]}
-        lines.update({k: valid[k] for k in valid if (m := _GROUP.match(k)) and m["base"] == b})
-        panels.append((b, lines))
+        panels["train loss"] = {"train loss": history["loss"]}
+    own = _panel_of(val_metric) if val_metric in valid else None
+    if own is not None:
+        panels[own] = {}
+    for key in sorted(valid, key=lambda k: (k != val_metric, bool(_GROUP.match(k)))):
+        panels.setdefault(_panel_of(key), {})[key] = valid[key]
     best = best_epoch(valid.get(val_metric, {}), mode) if val_metric else None
-    data = {"panels": [p for p, _ in panels], "best_epoch": best, "events": list(events), "path": str(path)}
+    data = {"panels": list(panels), "best_epoch": best, "events": list(events), "path": str(path)}
     if not panels:
         return data
     from matplotlib.ticker import MaxNLocator
 
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
-    fig = _figure(rows, cols)
+    fig = _figure(rows, cols, w=3.6, h=2.6)
     styles = ["--", "-.", ":"]
     labels = sorted({lab for _, lab in events})
-    for i, (title, lines) in enumerate(panels):
+    for i, (title, lines) in enumerate(panels.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
-        for j, (name, series) in enumerate(lines.items()):
-            xs, ys = list(series), list(series.values())
-            main = j == 0
-            ax.plot(xs, ys, marker="o" if main else None, ms=3, lw=1.6 if main else 0.7,
-                    alpha=1.0 if main else 0.6, label=name if not main else None)
-            if main and best is not None and best in series:
+        for name, series in lines.items():
+            grouped = bool(_GROUP.match(name))
+            ax.plot(list(series), list(series.values()), marker=None if grouped else "o", ms=3,
+                    lw=0.7 if grouped else (1.8 if name == val_metric else 1.2), alpha=0.6 if grouped else 1.0,
+                    label=name)
+            if name == val_metric and best is not None and best in series:
                 ax.plot([best], [series[best]], marker="*", ms=12, color="tab:red", ls="none",
                         label=f"best epoch {best}")
         if best is not None:
@@ -148,14 +161,13 @@ def plot_curves(history: Mapping[str, Any], path: Path, val_metric: Optional[str
         for e, lab in events:
             ax.axvline(e - 0.5, color="tab:gray", lw=1.0, ls=styles[labels.index(lab) % len(styles)],
                        label=f"{lab} (epoch {e})")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_title(title, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
-        handles, names = ax.get_legend_handles_labels()
-        if handles and len(handles) <= 8:
+        if len(lines) > 1 or events or title == own:
             ax.legend(fontsize=6)
-    _save(fig, Path(path))
+    fig.supxlabel("epoch", fontsize=8)
+    _save(fig, Path(path), tight=False)
     return data
 
 

@@ -47,7 +47,7 @@ def test_train_report_resume_keeps_csv_and_test_curve(run_cli, captured):
     valid = read_metrics(run)["valid"]
     assert f"| recall | {valid['recall@10']:.4f} | {valid['recall@20']:.4f} |" in md  # metric rows, @k columns
     data = captured["report_train"]
-    assert data["curves"]["panels"][:2] == ["train loss", "recall@10"]
+    assert data["curves"]["panels"][:2] == ["train loss", "recall"]  # the validation metric's panel first
     assert list(data["history"]["loss"]) == [0, 1]
 
     # --resume to 4 epochs: the csv keeps epochs 0 and 1 and has every epoch 0..3 once
