@@ -281,6 +281,5 @@ def check_values(cfg: Dict[str, Any], model_cls=None) -> None:
                           f"got the {type(sha).__name__} {sha!r}")
 
 
-
 def dump(cfg: Dict[str, Any]) -> str:
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
