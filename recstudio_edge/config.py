@@ -230,11 +230,12 @@ VALUE_RULES = {"epochs": ("int", 1), "seed": ("int", None), "train.batch_size": 
                "train.lr": ("float", None), "train.weight_decay": ("float", 0)}
 
 
-def _get_dotted(cfg: Dict[str, Any], key: str) -> Any:
+def get_dotted(cfg: Dict[str, Any], key: str, default: Any = None) -> Any:
+    """``cfg["a"]["b"]`` for ``key="a.b"``, or ``default`` when a level is missing."""
     node: Any = cfg
     for p in key.split("."):
         if not isinstance(node, dict) or p not in node:
-            return None
+            return default
         node = node[p]
     return node
 
@@ -263,19 +264,19 @@ def check_values(cfg: Dict[str, Any], model_cls=None) -> None:
     or non-numeric count, cutoffs below 1, a digest that is not text."""
     closed = bool(getattr(model_cls, "closed_form", False))
     for key, (kind, least) in VALUE_RULES.items():
-        value = _get_dotted(cfg, key)
+        value = get_dotted(cfg, key)
         if value is None and key in ("seed", "train.lr", "train.weight_decay"):
             continue
         if key == "epochs" and closed:  # closed-form models fit once: epochs 0 (their default) or more
             least = 0
         _check_number(key, value, kind, least)
-    if float(_get_dotted(cfg, "train.lr")) <= 0:
-        raise ConfigError(f"train.lr: expected a number > 0, got {_get_dotted(cfg, 'train.lr')!r}")
-    topk = _get_dotted(cfg, "eval.topk")
+    if float(get_dotted(cfg, "train.lr")) <= 0:
+        raise ConfigError(f"train.lr: expected a number > 0, got {get_dotted(cfg, 'train.lr')!r}")
+    topk = get_dotted(cfg, "eval.topk")
     if not isinstance(topk, list) or not topk or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
                                                      for k in topk):
         raise ConfigError(f"eval.topk: expected a list of whole numbers >= 1 (e.g. [10, 20]), got {topk!r}")
-    sha = _get_dotted(cfg, "data.sha256")
+    sha = get_dotted(cfg, "data.sha256")
     if sha is not None and not isinstance(sha, str):
         raise ConfigError(f"data.sha256: expected the hex digest as text (quote it in YAML: sha256: \"...\"), "
                           f"got the {type(sha).__name__} {sha!r}")

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from ..config import CONFIG_DIR, ConfigError, leaves, load_yaml, parse_value, resolve_key, set_dotted, validate
+from ..config import (CONFIG_DIR, ConfigError, get_dotted, leaves, load_yaml, parse_value, resolve_key, set_dotted,
+                      validate)
 from ..names import did_you_mean
 from ..registry import constructor_params
 
@@ -189,15 +190,6 @@ def _coerce(current: Any, value: Any) -> Any:
             and math.isfinite(value) and value.is_integer():
         return int(value)
     return value
-
-
-def get_dotted(cfg: Dict[str, Any], key: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for p in key.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return default
-        node = node[p]
-    return node
 
 
 def apply_params(cfg: Dict[str, Any], params: Optional[Dict[str, Any]], model_cls=None) -> Dict[str, Any]:

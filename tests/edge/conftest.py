@@ -19,6 +19,23 @@ def small_pinrec(trunk: str = "DIN", groups: int = 2, num_items: int = 40, embed
     return model
 
 
+# the prelude of a subprocess in which any import of torch or Lightning raises (runtime tests)
+TORCH_BLOCK = r'''
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "torchmetrics"):
+            raise ImportError("blocked: " + name)
+        return None
+sys.meta_path.insert(0, Block())
+try:
+    import torch  # the block works, or this test proves nothing
+    raise SystemExit("torch imported despite the block")
+except ImportError:
+    pass
+'''
+
+
 def device(model, variant="0"):
     """The model's device ``Part`` ``variant`` (``recstudio_edge.edge.protocol``)."""
     return model.edge_parts().device[str(variant)]

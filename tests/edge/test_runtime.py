@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.edge.conftest import device, examples
+from tests.edge.conftest import TORCH_BLOCK, device, examples
 from recstudio_edge.edge.runtime import EdgeInputError, EdgeModelError, EdgePredictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,19 +69,7 @@ def test_a_sidecar_for_another_file_or_none_is_refused(exported, tmp_path):
         EdgePredictor(tmp_path / "lone.onnx")
 
 
-BLOCKED = r'''
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "torchmetrics"):
-            raise ImportError("blocked: " + name)
-        return None
-sys.meta_path.insert(0, Block())
-try:
-    import torch  # the block works, or this test proves nothing
-    raise SystemExit("torch imported despite the block")
-except ImportError:
-    pass
+BLOCKED = TORCH_BLOCK + r'''
 import numpy as np
 from recstudio_edge.edge.runtime import EdgePredictor
 from recstudio_edge.edge.split import decode, make_codec

@@ -9,22 +9,10 @@ import zipfile
 import numpy as np
 import torch
 
-from tests.edge.conftest import device
+from tests.edge.conftest import TORCH_BLOCK, device
 from tests.test_packaging import copy_checkout, outside, pip
 
-SERVE = r'''
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "torchmetrics"):
-            raise ImportError("blocked: " + name)
-        return None
-sys.meta_path.insert(0, Block())
-try:
-    import torch  # the block works, or this test proves nothing
-    raise SystemExit("torch imported despite the block")
-except ImportError:
-    pass
+SERVE = TORCH_BLOCK + r'''
 import numpy as np
 import recstudio_edge
 import recstudio_edge.edge.runtime as rt
