@@ -235,6 +235,9 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
 
     if task != "train" and not cfg.get("ckpt"):
         raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
+    if task == "train" and cfg.get("ckpt"):  # a training run would ignore it and start afresh
+        raise ConfigError(f"--ckpt is read by --task=test, infer and export; --task=train would start afresh: "
+                          f"to continue training from a run, use --resume=<run folder>")
     resume = find_resume(cfg) if task == "train" else None
     if resume is not None and not os.environ.get(RUN_DIR_ENV):
         os.environ[RUN_DIR_ENV] = str(resume.parent.resolve())  # continue in the same folder

@@ -125,6 +125,14 @@ def test_a_failed_resume_leaves_the_run_testable(world, capsys):
     shutil.rmtree(res["run_dir"])
 
 
+def test_a_checkpoint_given_to_a_training_run_is_refused_not_ignored(world, capsys):
+    """``--ckpt`` without ``--task`` takes the run's own config (task: train): it would train a new model
+    from scratch, ignoring the checkpoint; it says so and points to --resume, and writes no folder."""
+    root, run = world
+    line = fails(root, capsys, f"--ckpt={run / 'best.ckpt'}")
+    assert "--task=train would start afresh" in line and "--resume=<run folder>" in line
+
+
 def test_an_all_digit_sha256_stays_text():
     from recstudio_edge.config import ConfigError, build_config, check_values
     from recstudio_edge.model import get_model_class
