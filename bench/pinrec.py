@@ -170,7 +170,7 @@ def render(runs: dict, group_num: int, tail, head, mach: dict, args) -> str:
         for label, gs in ((f"{metric} tail {list(tail)}", tail), (f"{metric} head {list(head)}", head)):
             lines.append(f"| {label} | " + " | ".join(cell([group_mean(r["test"], metric, gs) for r in runs[n]])
                                                       for n in names) + " |")
-    lines.append(f"| logloss | " + " | ".join(cell([r["test"].get("logloss") for r in runs[n]]) for n in names) + " |")
+    lines.append("| logloss | " + " | ".join(cell([r["test"].get("logloss") for r in runs[n]]) for n in names) + " |")
     if "trunk" in runs:
         lines += ["", "Per-seed difference against `trunk` (mean ± sd over seeds; > 0 = better than the trunk alone):", "",
                   "| variant | AUC tail | AUC head | GAUC tail | GAUC head | AUC overall |", "|---|---|---|---|---|---|"]

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from .dataset import BatchDataset, KindBuilder, make_loader
 from .errors import DataError
-from .loading import load_interactions  # noqa: F401  (datamodule.load_interactions: kept for callers)
+from .loading import load_interactions
 from .preprocess import TRAIN, Interactions
 
 log = logging.getLogger(__name__)
