@@ -74,16 +74,21 @@ def model_kwargs(name: str):
     return {k: v for k, v in given.items() if k in params}
 
 
-def edge_models():
-    """(label, model) for every registered model with an on-device part (``edge_parts()``), plus
-    PINRec's other trunks."""
+def edge_model_names():
+    """The registered models with an on-device part (``edge_parts()``)."""
     from recstudio_edge.edge.protocol import has_edge_part
-    from recstudio_edge.model import create_model, get_model_class, list_models
+    from recstudio_edge.model import get_model_class, list_models
+
+    return [n for n in list_models() if has_edge_part(get_model_class(n))]
+
+
+def edge_models():
+    """(label, model) for every registered model with an on-device part (``edge_model_names()``),
+    plus PINRec's other trunks."""
+    from recstudio_edge.model import create_model
 
     out = []
-    for name in list_models():
-        if not has_edge_part(get_model_class(name)):
-            continue
+    for name in edge_model_names():
         kw = model_kwargs(name)
         torch.manual_seed(0)
         out.append((name, create_model(name, num_users=NUM_USERS, num_items=NUM_ITEMS, max_seq_len=SEQ, **kw)))
@@ -325,12 +330,9 @@ def main(argv=None):
             md += [verdict, ""]
             result["target"] = {"met": ok, "line": verdict}
         if not args.no_train:
-            from recstudio_edge.edge.protocol import has_edge_part
-            from recstudio_edge.model import get_model_class, list_models
-
             trace = [(0.0, 200e3), (2.0, 25e3), (4.0, 12e3), (6.0, 8e3), (8.0, 2e3), (10.0, 200e3)]
             result["accuracy"] = {}
-            for name in (n for n in list_models() if has_edge_part(get_model_class(n))):
+            for name in edge_model_names():
                 print(f"accuracy tables: {name} (training on generated data)", flush=True)
                 out, qtable, ctable, stable = accuracy_tables(name, work, args.quick, args.cut, trace)
                 result["accuracy"][name] = out

@@ -279,9 +279,7 @@ def step_configs(c, args, did):
     if not link.exists():
         if args.check:
             raise SetupError(f"{link} missing")
-        if link.is_symlink():  # a dangling link (BENCH_DATA moved)
-            link.unlink()
-        c.ensure_ours_data()
+        c.ensure_ours_data()  # replaces a dangling link (BENCH_DATA moved)
         did.append(f"linked {link}")
     say(f"      our ml-1m: {link} -> {os.path.realpath(link)}")
 
