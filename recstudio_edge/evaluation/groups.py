@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .metrics import PointwiseAccumulator, auc, gauc, logloss
 
-__all__ = ["GroupedAccumulator", "per_group_metrics", "group_count", "group_table", "head_tail_table"]
+__all__ = ["GroupedAccumulator", "per_group_metrics", "group_count", "group_mean", "group_table", "head_tail_table"]
 
 
 class GroupedAccumulator(PointwiseAccumulator):
@@ -73,12 +73,19 @@ def per_group_metrics(logits: Tensor, labels: Tensor, users: Optional[Tensor], g
     return out
 
 
-def group_count(metrics: Mapping[str, float]) -> int:
-    """How many groups ``metrics`` has per-group entries for (``rows_g0``, ``rows_g1``, ...); 0 if none."""
+def group_count(metrics: Mapping[str, float], key: str = "rows") -> int:
+    """How many groups ``metrics`` has per-group entries for (``rows_g0``, ``rows_g1``, ...; ``key="auc"``
+    for the logged per-epoch figures, which hold no row counts); 0 if none."""
     k = 0
-    while f"rows_g{k}" in metrics:
+    while f"{key}_g{k}" in metrics:
         k += 1
     return k
+
+
+def group_mean(metrics: Mapping[str, float], metric: str, groups: Sequence[int]) -> float:
+    """The mean of ``{metric}_g{g}`` over ``groups`` (the tail or head figure; NaN for a missing entry or no groups)."""
+    vals = [metrics.get(f"{metric}_g{g}", math.nan) for g in groups]
+    return sum(vals) / len(vals) if vals else math.nan
 
 
 def group_table(runs: Mapping[str, Mapping[str, float]], group_num: int, tail: Sequence[int] = (0, 1),
@@ -95,13 +102,9 @@ def group_table(runs: Mapping[str, Mapping[str, float]], group_num: int, tail: S
         rows = [(f"{metric}", metric)] + [(f"{metric} g{g}", f"{metric}_g{g}") for g in range(group_num)]
         for label, key in rows:
             lines.append("".join([f"{label:<16}", *(f"{runs[n].get(key, math.nan):>{width}.4f}" for n in names)]))
-
-        def mean(n, gs):
-            vals = [runs[n].get(f"{metric}_g{g}", math.nan) for g in gs]
-            return sum(vals) / len(vals) if vals else math.nan
-
-        lines.append("".join([f"{metric + ' tail':<16}", *(f"{mean(n, tail):>{width}.4f}" for n in names)]))
-        lines.append("".join([f"{metric + ' head':<16}", *(f"{mean(n, head):>{width}.4f}" for n in names)]))
+        for label, gs in (("tail", tail), ("head", head)):
+            lines.append("".join([f"{metric + ' ' + label:<16}",
+                                  *(f"{group_mean(runs[n], metric, gs):>{width}.4f}" for n in names)]))
     return "\n".join(lines)
 
 

@@ -33,6 +33,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .groups import group_count, group_mean
+
 log = logging.getLogger("recstudio_edge")
 
 STAGE_SWITCH = "stage switch"  # the event label that separates the trunk from the final model
@@ -84,13 +86,6 @@ def best_epoch(series: Mapping[int, float], mode: str = "max", before: Optional[
     pick = max if mode == "max" else min
     best = pick(v for _, v in items)
     return min(e for e, v in items if v == best)
-
-
-def _groups_of(values: Mapping[str, float]) -> int:
-    k = 0
-    while f"auc_g{k}" in values:
-        k += 1
-    return k
 
 
 # ---- drawing --------------------------------------------------------------------------------------
@@ -174,17 +169,12 @@ def plot_curves(history: Mapping[str, Any], path: Path, val_metric: Optional[str
 def plot_groups(runs: Mapping[str, Mapping[str, float]], path: Path, tail: Sequence[int] = (0, 1)) -> Dict[str, Any]:
     """``groups.png``: per-group AUC and GAUC, plus tail / head means, one bar per run in ``runs``
     (``{"trunk": metrics, "final": metrics}`` or the final model alone). Returns the bar heights."""
-    n = min(_groups_of(m) for m in runs.values()) if runs else 0
+    n = min(group_count(m, "auc") for m in runs.values()) if runs else 0
     tail = [g for g in tail if g < n]
     head = [n - 1] if n else []
     labels = [f"g{g}" for g in range(n)] + ["tail", "head"]
-
-    def mean(m, metric, gs):
-        vals = [m.get(f"{metric}_g{g}", math.nan) for g in gs]
-        return sum(vals) / len(vals) if vals else math.nan
-
     bars = {metric: {name: [float(m.get(f"{metric}_g{g}", math.nan)) for g in range(n)]
-                     + [mean(m, metric, tail), mean(m, metric, head)] for name, m in runs.items()}
+                     + [group_mean(m, metric, tail), group_mean(m, metric, head)] for name, m in runs.items()}
             for metric in ("auc", "gauc")}
     data = {"groups": n, "labels": labels, "bars": bars, "path": str(path)}
     if not n:
@@ -293,7 +283,7 @@ def report_train(run_dir: Path, metrics: Mapping[str, Any], mode: str = "max",
     if curves["panels"]:
         out["plots"].append("curves.png")
     final = dict(metrics.get("valid") or {})
-    if _groups_of(final):
+    if group_count(final, "auc"):
         switch = min((e for e, lab in events if lab == STAGE_SWITCH), default=None)
         runs: Dict[str, Mapping[str, float]] = {}
         trunk_epoch = None
