@@ -137,14 +137,13 @@ def onnx_router(path: Path, model=None):
     every row goes to the file of its group; a file that cannot be loaded, or was exported from another
     model, is one ``ConfigError`` naming it."""
     from .config import ConfigError
-    from .edge.runtime import EdgeModelError, EdgeRouter, load_sidecar
+    from .edge.runtime import EdgeModelError, EdgeRouter, exported_files, load_sidecar
 
     try:
         _, side = load_sidecar(path)
         paths = [Path(path)]
         if side.get("rows"):  # one group's file: the whole set of its folder, when it is there
-            sibs = sorted(p for p in Path(path).parent.glob("edge*.onnx")
-                          if ".int8." not in p.name and p.with_suffix(".json").exists())
+            sibs = exported_files(Path(path).parent)
             same = [p for p in sibs if p.with_suffix(".json") != Path(path).with_suffix(".json")]
             if same and all(load_sidecar(p)[1].get("model") == side.get("model") for p in same):
                 paths = sibs

@@ -15,7 +15,6 @@ sidecar (say, a widened id range) is refused.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from ..progress import progress
 from ..utils import atomic_write_text
 from .onnx_export import export_edge_models
 from .protocol import EdgeProtocolError, edge_parts_of, select_rows
-from .runtime import MANIFEST
+from .runtime import MANIFEST, file_sha256, manifest
 from .split import export_split, split_parts
 
 log = logging.getLogger("recstudio_edge")
@@ -85,10 +84,9 @@ def export_run(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: s
         atomic_write_text(out_dir / "export.json", json.dumps(reports, indent=1, default=str))
         folders: Dict[Path, Dict[str, str]] = {}
         for p in [*(out_dir / p.relative_to(stage) for p in written), out_dir / "export.json"]:
-            folders.setdefault(p.parent, {})[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+            folders.setdefault(p.parent, {})[p.name] = file_sha256(p)
         for folder, files in folders.items():  # last: the mark of a complete set
-            atomic_write_text(folder / MANIFEST, json.dumps({"format": "recstudio_edge.export/1", "complete": True,
-                                                             "files": files}, indent=1))
+            atomic_write_text(folder / MANIFEST, json.dumps(manifest(files), indent=1))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return reports

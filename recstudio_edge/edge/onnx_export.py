@@ -49,7 +49,7 @@ from ..utils import atomic_write_text
 from .protocol import EdgeProtocolError, Part, edge_parts_of
 
 log = logging.getLogger("recstudio_edge")
-from .runtime import SIDECAR_FORMAT  # noqa: E402  (one definition, shared with the runtime)
+from .runtime import SIDECAR_FORMAT, file_sha256  # noqa: E402  (one definition, shared with the runtime)
 
 
 class OnnxExportError(RuntimeError):
@@ -309,7 +309,7 @@ def build_sidecar(model, report: Mapping[str, Any], part: Part, variant: Optiona
     limits = {a: (int(part.axis_limits[a]) if a in part.axis_limits else None)
               for a in sorted({d for s in (*part.inputs, *part.outputs) for d in s.shape if isinstance(d, str)})}
     return {"format": SIDECAR_FORMAT, "model": type(model).__name__, "variant": variant, "onnx": path.name,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": report["bytes"],
+            "sha256": file_sha256(path), "bytes": report["bytes"],
             "inputs": inputs, "outputs": report["output_specs"], "axes": limits,
             "rows": {k: int(v) for k, v in part.rows.items()},
             "vocab": {k: int(getattr(model, k)) for k in ("num_items", "num_users")
@@ -336,11 +336,9 @@ def export_part(part: Part, path: str | os.PathLike, tol: float = 1e-4, exporter
     return r
 
 
-def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
-                       config: Optional[Mapping[str, Any]] = None, variants: Optional[Sequence[str]] = None
-                       ) -> Dict[str, Dict[str, Any]]:
-    """Export every device variant of ``model`` (its ``edge_parts()``; or the given ``variants``)
-    into ``out_dir``: ``onnx_name(variant)`` each with its sidecar; returns ``{variant: report}``."""
+def device_variants(model, variants: Optional[Sequence[str]] = None):
+    """``(model.edge_parts(), the variant names asked for)`` (every variant by default); an
+    ``OnnxExportError`` for a model with no on-device part or a variant it does not have."""
     try:
         parts = edge_parts_of(model)
     except EdgeProtocolError as e:
@@ -352,10 +350,19 @@ def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exp
 
         raise OnnxExportError(f"{type(model).__name__} has no device variant {unknown[0]!r}: "
                               f"{did_you_mean(unknown[0], parts.variants)}")
+    return parts, names
+
+
+def export_edge_models(model, out_dir: str | os.PathLike, tol: float = 1e-4, exporter: str = "auto",
+                       config: Optional[Mapping[str, Any]] = None, variants: Optional[Sequence[str]] = None
+                       ) -> Dict[str, Dict[str, Any]]:
+    """Export every device variant of ``model`` (its ``edge_parts()``; or the given ``variants``)
+    into ``out_dir``: ``onnx_name(variant)`` each with its sidecar; returns ``{variant: report}``."""
+    parts, names = device_variants(model, variants)
     out_dir = Path(out_dir)
     return {v: export_part(parts.device[v], out_dir / onnx_name(v), tol, exporter, model, v, config)
             for v in progress(names, desc="export", unit="variant")}
 
 
-__all__ = ["export_onnx", "export_edge_models", "export_part", "OnnxExportError", "axis_sizes", "random_like",
+__all__ = ["export_onnx", "export_edge_models", "export_part", "device_variants", "OnnxExportError", "axis_sizes", "random_like",
            "build_sidecar", "sidecar_path", "onnx_name", "config_hash", "EXPORTERS", "SIDECAR_FORMAT"]

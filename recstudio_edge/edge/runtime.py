@@ -52,10 +52,23 @@ def _describe(spec: Mapping[str, Any]) -> str:
 
 
 MANIFEST = "manifest.json"  # written last by an export (edge.bundle): every file of the set with its sha256
+MANIFEST_FORMAT = "recstudio_edge.export/1"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file (what sidecars and manifests record)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def manifest(files: Mapping[str, str]) -> Dict[str, Any]:
+    """The ``manifest.json`` of one folder of a complete export set: ``files`` is ``{name: sha256}``."""
+    return {"format": MANIFEST_FORMAT, "complete": True, "files": dict(files)}
+
+
+def exported_files(folder: str | Path) -> List[Path]:
+    """The exported device models of a folder: every ``edge*.onnx`` with its sidecar, not the int8 copies."""
+    return sorted(p for p in Path(folder).glob("edge*.onnx")
+                  if ".int8." not in p.name and p.with_suffix(".json").exists())
 
 
 def read_json_object(path: Path, what: str) -> Dict[str, Any]:
@@ -109,7 +122,7 @@ def check_manifest(side_path: Path) -> None:
     if not isinstance(files, dict):
         raise EdgeModelError(f"{man_path}: the export manifest has no 'files' object")
     want = files.get(side_path.name)
-    if want is not None and _sha256(side_path) != want:
+    if want is not None and file_sha256(side_path) != want:
         raise EdgeModelError(f"{side_path}: sha256 differs from the one {man_path} lists: the sidecar was changed "
                              f"after export (re-export, or restore it)")
 
@@ -285,8 +298,7 @@ class EdgeRouter:
 
     @classmethod
     def from_folder(cls, folder: str | Path, threads: int = 1) -> "EdgeRouter":
-        folder = Path(folder)
-        paths = sorted(p for p in folder.glob("edge*.onnx") if ".int8." not in p.name and p.with_suffix(".json").exists())
+        paths = exported_files(folder)
         if not paths:
             raise EdgeModelError(f"{folder}: no exported edge*.onnx with its sidecar (python run.py --task=export)")
         return cls(paths, threads)
@@ -337,4 +349,5 @@ class EdgeRouter:
 
 
 __all__ = ["EdgePredictor", "EdgeRouter", "EdgeInputError", "EdgeModelError", "load_sidecar", "SIDECAR_FORMAT",
-           "MANIFEST", "check_manifest", "read_json_object"]
+           "MANIFEST", "MANIFEST_FORMAT", "manifest", "file_sha256", "exported_files", "check_manifest",
+           "read_json_object"]

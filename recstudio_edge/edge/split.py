@@ -441,19 +441,14 @@ def export_split(model, layer: str, out_dir: str | Path, variant: Optional[str] 
     """Cut the device model ``variant`` (default: the first) of ``model.edge_parts()`` before
     ``layer`` and export ``device.onnx`` and ``cloud.onnx`` (each verified, each with its sidecar)
     into ``out_dir``; check that the two composed equal the uncut device model. Returns
-    ``{device, cloud, layer, cut_shape, composed_max_abs_diff}``."""
+    ``{device, cloud, layer, variant, cut_shape, composed_max_abs_diff}``."""
     import torch
 
-    from .onnx_export import OnnxExportError, export_part
-    from .protocol import EdgeProtocolError, edge_parts_of
+    from .onnx_export import OnnxExportError, device_variants, export_part
+    from .protocol import EdgeProtocolError
 
-    parts = edge_parts_of(model)
-    variant = parts.variants[0] if variant is None else str(variant)
-    if variant not in parts.device:
-        from ..names import did_you_mean
-
-        raise OnnxExportError(f"{type(model).__name__} has no device variant {variant!r}: "
-                              f"{did_you_mean(variant, parts.variants)}")
+    parts, names = device_variants(model, None if variant is None else [variant])
+    variant = names[0]
     part = parts.device[variant]
     try:
         dev_part, cloud_part = split_parts(part, layer)
