@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.edge.conftest import TORCH_BLOCK
 from tests.test_docs import DOCS, QUIET, TINY, marked_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -72,5 +77,17 @@ def test_edge_cloud_example_trains_exports_and_serves_without_torch(edge_cloud_m
     with torch.no_grad():
         profile = parts.cloud(batch)
         want = model(batch)
-    got = EdgePredictor(out / "edge.onnx").predict({"item_id": batch["item_id"].numpy(), "profile": profile.numpy()})
+    feed = {"item_id": batch["item_id"].numpy(), "profile": profile.numpy()}
+    got = EdgePredictor(out / "edge.onnx").predict(feed)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    # and served where torch cannot be imported (the device side of the example)
+    np.savez(tmp_path / "feed.npz", **feed)
+    code = TORCH_BLOCK + (
+        "import numpy as np\n"
+        "from recstudio_edge.edge.runtime import EdgePredictor\n"
+        "feed = dict(np.load(sys.argv[2]))\n"
+        "np.save(sys.argv[3], EdgePredictor(sys.argv[1]).predict(feed))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "edge.onnx"), str(tmp_path / "feed.npz"),
+                           str(tmp_path / "got.npy")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), want.numpy(), atol=1e-5)
