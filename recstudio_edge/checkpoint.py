@@ -93,13 +93,15 @@ def check_state(model, state: Mapping[str, Any], path: Path, what: str = "checkp
     return dict(sd)
 
 
-def load_weights(model, ckpt: str | Path, what: str = "checkpoint") -> None:
+def load_weights(model, ckpt: str | Path, what: str = "checkpoint") -> Dict[str, Any]:
     """Load a checkpoint's weights (``weights_only=True``) into ``model``, whatever device it is on
     (a Lightning checkpoint's ``state_dict``, or a bare state dict); ``ConfigError`` naming the file
-    for every checkpoint that does not fit (module docstring)."""
+    for every checkpoint that does not fit (module docstring). Returns the checkpoint read (its
+    ``epoch`` and other entries), so a caller needs not read the file again."""
     path = Path(ckpt)
-    sd = check_state(model, read_checkpoint(path, what), path, what)
-    model.load_state_dict(sd)
+    state = read_checkpoint(path, what)
+    model.load_state_dict(check_state(model, state, path, what))
+    return state
 
 
 __all__ = ["load_weights", "read_checkpoint", "check_state", "checkpoint_model_name", "CKPT_KEY"]

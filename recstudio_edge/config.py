@@ -265,8 +265,6 @@ def check_values(cfg: Dict[str, Any], model_cls=None) -> None:
     closed = bool(getattr(model_cls, "closed_form", False))
     for key, (kind, least) in VALUE_RULES.items():
         value = get_dotted(cfg, key)
-        if value is None and key in ("seed", "train.lr", "train.weight_decay"):
-            continue
         if key == "epochs" and closed:  # closed-form models fit once: epochs 0 (their default) or more
             least = 0
         _check_number(key, value, kind, least)

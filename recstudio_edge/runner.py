@@ -208,10 +208,15 @@ def run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> D
     finally:
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)  # the next run in this process gets its own folder
-            root = logging.getLogger()  # and its run.log: a later command does not append to this one
-            for h in [h for h in root.handlers if getattr(h, "_recstudio_edge", False)]:
-                root.removeHandler(h)
-                h.close()
+            _close_run_log()  # and its run.log: a later command does not append to this one
+
+
+def _close_run_log() -> None:
+    """Detach and close the run.log handlers ``setup_logging`` added to the root logger."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_recstudio_edge", False)]:
+        root.removeHandler(h)
+        h.close()
 
 
 class Run:
@@ -236,8 +241,8 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     if task != "train" and not cfg.get("ckpt"):
         raise ConfigError(f"--task={task} needs --ckpt=<path to a .ckpt>")
     if task == "train" and cfg.get("ckpt"):  # a training run would ignore it and start afresh
-        raise ConfigError(f"--ckpt is read by --task=test, infer and export; --task=train would start afresh: "
-                          f"to continue training from a run, use --resume=<run folder>")
+        raise ConfigError("--ckpt is read by --task=test, infer and export; --task=train would start afresh: "
+                          "to continue training from a run, use --resume=<run folder>")
     resume = find_resume(cfg) if task == "train" else None
     if resume is not None and not os.environ.get(RUN_DIR_ENV):
         os.environ[RUN_DIR_ENV] = str(resume.parent.resolve())  # continue in the same folder
@@ -402,10 +407,7 @@ def _drop_failed_run(run_dir: Path, output_dir: Path) -> None:
 
     if int(os.environ.get("LOCAL_RANK", "0")) != 0 or not run_dir.is_dir() or any(run_dir.glob("*.ckpt")):
         return
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_recstudio_edge", False)]:
-        root.removeHandler(h)  # run.log is closed before its folder goes
-        h.close()
+    _close_run_log()  # run.log is closed before its folder goes
     shutil.rmtree(run_dir, ignore_errors=True)
     stop = output_dir.resolve()
     for parent in run_dir.resolve().parents:
@@ -453,8 +455,7 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
         best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "last.ckpt"
         epochs_run = trainer.current_epoch
     train_s = time.perf_counter() - t0
-    if best_path.exists():
-        load_weights(model, best_path)
+    best_epoch = load_weights(model, best_path).get("epoch") if best_path.exists() else None
     valid = dict(model.last_metrics.get("valid", {}))
     if not model.closed_form and best_path.exists():  # validation figures of the best checkpoint
         trainer.validate(model, datamodule=dm, verbose=False)
@@ -464,7 +465,7 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
                "epochs": epochs_run, "train_seconds": round(train_s, 3), "best_ckpt": str(best_path)}
     if trainer.is_global_zero:
         _write_metrics(run_dir, metrics)
-        say(_format_metrics(_best_title(val_metric, best_path, model.closed_form), valid))
+        say(_format_metrics(_best_title(val_metric, best_epoch, model.closed_form), valid))
         say(_format_metrics("test", metrics["test"]))
         _say_groups(run_dir, metrics["test"])
         from .callbacks.report import epoch_events
@@ -521,15 +522,12 @@ def _format_metrics(title: str, values: Dict[str, float]) -> str:
     return "\n".join(lines) if lines else f"{title}: (no metrics)"
 
 
-def _best_title(val_metric: str, best_path: Path, closed_form: bool = False) -> str:
+def _best_title(val_metric: str, epoch: Optional[int], closed_form: bool = False) -> str:
     """``valid (best by recall@10, epoch 7)``: the metric that chose the checkpoint, and its epoch
-    (counted from 0, as in the per-epoch lines); a closed-form model has no epochs."""
+    (the ``epoch`` the checkpoint holds, counted from 0 as in the per-epoch lines; None when it
+    holds none); a closed-form model has no epochs."""
     if closed_form:
         return f"valid ({val_metric}, closed form)"
-    try:
-        epoch = torch.load(best_path, map_location="cpu", weights_only=True).get("epoch")
-    except Exception:  # noqa: BLE001 - the title only; the weights were loaded (or not) elsewhere
-        epoch = None
     return f"valid (best by {val_metric}" + (f", epoch {int(epoch)})" if epoch is not None else ")")
 
 

@@ -98,6 +98,9 @@ VALUE_CASES = [
     ("--topk=[]", "eval.topk: expected a list of whole numbers >= 1"),
     ("--eval.batch_size=-3", "eval.batch_size: expected a whole number >= 1, got -3"),
     ("--lr=0", "train.lr: expected a number > 0, got 0"),
+    ("--lr=null", "train.lr: expected a number, got None"),  # not float()'s TypeError
+    ("--seed=null", "seed: expected a whole number, got None"),
+    ("--weight_decay=null", "train.weight_decay: expected a number >= 0, got None"),
 ]
 
 
