@@ -335,10 +335,11 @@ class EdgeRouter:
             keys = sorted({k for rows in self.rows for k in rows})
             raise EdgeInputError(f"row {r} ({', '.join(f'{k}={arrays[k][r]}' for k in keys)}) is served by no file: "
                                  f"the files serve {self.rows}")
+        fed = {k: arrays[k] for k in self.input_names if k in arrays} if ignore_extra else arrays  # no copies of dropped fields
         out = None
         for i in np.unique(owner).tolist():
             sel = owner == i
-            got = self.predictors[i].predict({k: v[sel] for k, v in arrays.items()}, ignore_extra=ignore_extra)
+            got = self.predictors[i].predict({k: v[sel] for k, v in fed.items()}, ignore_extra=ignore_extra)
             if out is None:
                 out = np.zeros((n, *got.shape[1:]), dtype=got.dtype)
             out[sel] = got
