@@ -335,7 +335,8 @@ class EdgeRouter:
             keys = sorted({k for rows in self.rows for k in rows})
             raise EdgeInputError(f"row {r} ({', '.join(f'{k}={arrays[k][r]}' for k in keys)}) is served by no file: "
                                  f"the files serve {self.rows}")
-        fed = {k: arrays[k] for k in self.input_names if k in arrays} if ignore_extra else arrays  # no copies of dropped fields
+        # with ignore_extra, only the inputs are sliced per file (no copies of fields that are dropped)
+        fed = {k: arrays[k] for k in self.input_names if k in arrays} if ignore_extra else arrays
         out = None
         for i in np.unique(owner).tolist():
             sel = owner == i
