@@ -340,7 +340,7 @@ def _task_test(run: Run, extra_callbacks=()) -> Dict[str, Any]:  # --ckpt loaded
     metrics = {"test": run.model.last_metrics.get("test", {}), "ckpt": str(run.cfg["ckpt"])}
     _write_metrics(run.run_dir, metrics)
     say(_format_metrics("test", metrics["test"]))
-    _say_groups(run.run_dir, metrics["test"])
+    _write_groups(run.run_dir, metrics["test"])
     from .evaluation.report import report_test, safely
 
     safely(report_test, run.run_dir, metrics, curve.curve, getattr(run.model, "topk", ()))  # topk.png + report.md
@@ -419,9 +419,9 @@ def _drop_failed_run(run_dir: Path, output_dir: Path) -> None:
             break
 
 
-def _say_groups(run_dir: Path, metrics: Dict[str, float]) -> None:
-    """Per-group metrics (a model evaluated on rows with ``group_id``): the head-vs-tail table,
-    printed and saved as ``groups.txt`` next to ``metrics.json``."""
+def _write_groups(run_dir: Path, metrics: Dict[str, float]) -> None:
+    """Per-group metrics (a model evaluated on rows with ``group_id``): the head-vs-tail table saved
+    as ``groups.txt`` next to ``metrics.json`` (printed once, in ``_format_metrics``'s table)."""
     if not any(k.startswith("auc_g") for k in metrics):
         return
     from .evaluation.groups import head_tail_table
@@ -467,7 +467,7 @@ def _train(cfg, model, dm, run_dir: Path, val_metric: str, mode: str, resume: Op
         _write_metrics(run_dir, metrics)
         say(_format_metrics(_best_title(val_metric, best_epoch, model.closed_form), valid))
         say(_format_metrics("test", metrics["test"]))
-        _say_groups(run_dir, metrics["test"])
+        _write_groups(run_dir, metrics["test"])
         from .callbacks.report import epoch_events
         from .evaluation.report import report_train, safely
 
