@@ -225,7 +225,7 @@ def test_caser_matches_the_papers_per_window_convolutions(dms):
     dm = dms("seq")
     model = make("Caser", dm, window=4, num_h=3, num_v=2, embed_dim=8)
     batch = eval_batch(dm, n=4)
-    W, D = model.window, model.dim
+    W = model.window
     with torch.no_grad():
         got = model.query_all(batch)
         x = F.pad(model.seq_emb(batch["seq"]), (0, 0, W - 1, 0))
