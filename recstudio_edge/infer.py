@@ -157,12 +157,14 @@ def onnx_router(path: Path, model=None):
     return router
 
 
-def infer_onnx(cfg, model, dm, run_dir: Path) -> Path:
+def infer_onnx(cfg, model, dm, run_dir: Path, router=None) -> Path:
     """``--task=infer --backend=onnx``: the same rows and output as the PyTorch path, scored by the
     exported device models in onnxruntime (``recstudio_edge.edge.runtime.EdgeRouter``, one thread).
 
-    ``--ckpt`` is an exported ``.onnx`` file (with its sidecar), which scores every row it serves;
-    or a ``.ckpt``, whose device parts are exported (and verified) into the run folder first. A
+    ``--ckpt`` is an exported ``.onnx`` file (with its sidecar), which scores every row it serves
+    (``router``: the ``EdgeRouter`` the runner opened for it, else opened here); or a ``.ckpt``, whose
+    weights ``model`` already holds (the runner loaded them) and whose device parts are exported (and
+    verified) into the run folder first. A
     model with several device files (PINRec: one per user group) routes each row to the file whose
     sidecar ``rows`` name it."""
     from .config import ConfigError
@@ -173,12 +175,10 @@ def infer_onnx(cfg, model, dm, run_dir: Path) -> Path:
                           f"(use --backend=torch)")
     ckpt = Path(str(cfg["ckpt"]))
     if ckpt.suffix in (".onnx", ".json"):
-        router = onnx_router(ckpt, model)
+        router = router if router is not None else onnx_router(ckpt, model)
     else:
-        from .checkpoint import load_weights
         from .edge.onnx_export import export_edge_models
 
-        load_weights(model, ckpt)
         reports = export_edge_models(model, run_dir, tol=float(cfg["export"]["tolerance"]),
                                      exporter=str(cfg["export"]["exporter"]), config=cfg)
         router = EdgeRouter([r["path"] for r in reports.values()])

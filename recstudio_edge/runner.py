@@ -226,6 +226,7 @@ class Run:
                  resume: Optional[Path]):
         self.cfg, self.model_cls, self.task, self.dm, self.model = cfg, model_cls, task, dm, model
         self.run_dir, self.val_metric, self.mode, self.resume = run_dir, val_metric, mode, resume
+        self.router = None  # --backend=onnx with an .onnx --ckpt: its files, opened once by _prepare
 
 
 def _needs_edge(cfg: Dict[str, Any], task: str) -> bool:
@@ -273,12 +274,14 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     if _needs_edge(cfg, task) and not has_edge_part(model):
         raise ConfigError(f"{model_cls.__name__} has no on-device part (it defines no edge_parts()): "
                           f"nothing to export or serve with onnxruntime (docs/edge.md)")
-    _check_ckpt(cfg, model, task, resume)  # a checkpoint that does not load changes no folder
+    router = _check_ckpt(cfg, model, task, resume)  # a checkpoint that does not load changes no folder
     run_dir = make_run_dir(cfg)  # only now: a config that cannot build a model leaves no folder behind
     setup_logging(run_dir, cfg["mode"])
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         atomic_write_text(run_dir / "config.yaml", dump(cfg))
-    return Run(cfg, model_cls, task, dm, model, run_dir, val_metric, model.metric_mode(val_metric), resume)
+    run = Run(cfg, model_cls, task, dm, model, run_dir, val_metric, model.metric_mode(val_metric), resume)
+    run.router = router
+    return run
 
 
 def _check_sample_files(dm, task: str) -> None:
@@ -297,10 +300,11 @@ def _check_sample_files(dm, task: str) -> None:
                           f"{where} (write them, or name them in data.files: {{train: ..., valid: ..., test: ...}})")
 
 
-def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]) -> None:
+def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]):
     """Load the checkpoint a task starts from into ``model`` (``--resume``'s for training: Lightning
-    restores it again with the optimiser state), or open the ``.onnx`` of ``--backend=onnx``, before
-    any folder is made or written: each way it does not fit is one error naming the file."""
+    restores it again with the optimiser state), or open the ``.onnx`` of ``--backend=onnx`` (returned,
+    an ``EdgeRouter``; else None), before any folder is made or written: each way it does not fit is
+    one error naming the file."""
     if task == "infer" and cfg.get("input"):  # the rows to score are read (and refused) before any folder too
         from .infer import read_input_text
 
@@ -312,9 +316,9 @@ def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]) -
         if cfg.get("backend") == "onnx" and ckpt.suffix in (".onnx", ".json"):
             from .infer import onnx_router
 
-            onnx_router(ckpt, model)
-        else:
-            load_weights(model, ckpt)
+            return onnx_router(ckpt, model)
+        load_weights(model, ckpt)
+    return None
 
 
 def _task_train(run: Run, extra_callbacks=()) -> Dict[str, Any]:
@@ -374,7 +378,7 @@ def _task_infer(run: Run, extra_callbacks=()) -> Dict[str, Any]:
     from .infer import infer, infer_onnx
 
     if run.cfg.get("backend") == "onnx":  # the onnx backend may be given an .onnx file
-        out = infer_onnx(run.cfg, run.model, run.dm, run.run_dir)
+        out = infer_onnx(run.cfg, run.model, run.dm, run.run_dir, run.router)
     else:  # --ckpt loaded by _prepare
         out = infer(run.cfg, run.model, run.dm, run.run_dir)
     say(f"wrote {out}")
