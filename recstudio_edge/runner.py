@@ -490,18 +490,10 @@ def _format_metrics(title: str, values: Dict[str, float]) -> str:
     column named ``title``, one row per metric; with per-group figures (``auc_g0`` ...) the auc and
     gauc rows are ``evaluation.groups.head_tail_table``'s (a row per group, the tail and head
     means: the table ``groups.txt`` holds), so the groups are printed once, in this table."""
-    import re
-
     from .evaluation.groups import group_count, head_tail_table
+    from .evaluation.report import split_metrics
 
-    at_k: Dict[str, Dict[int, float]] = {}
-    plain: Dict[str, float] = {}
-    for key, v in values.items():
-        name, sep, k = key.partition("@")
-        if sep and k.isdigit():
-            at_k.setdefault(name, {})[int(k)] = v
-        elif not re.fullmatch(r".+_g\d+", key):  # per-group entries are the group table's
-            plain[key] = v
+    at_k, plain, _ = split_metrics(values)  # per-group entries are the group table's
     lines = []
     if at_k:
         ks = sorted({k for row in at_k.values() for k in row})

@@ -224,9 +224,10 @@ def _fmt(v: Any) -> str:
         return str(v)
 
 
-def metrics_markdown(values: Mapping[str, Any]) -> str:
-    """Markdown tables of one metrics dict: ``name@k`` as metric rows and @k columns, plain metrics
-    as one column, per-group metrics (``{metric}_g{k}``) with the groups as rows."""
+def split_metrics(values: Mapping[str, Any]):
+    """``(at_k, plain, groups)`` of one metrics dict: ``{name: {k: value}}`` of the ``name@k`` keys,
+    ``{key: value}`` of the plain ones, ``{group: {metric: value}}`` of the ``{metric}_g{group}`` ones
+    (each in the dict's order). The one reading of the zoo's metric keys for the final tables."""
     at: Dict[str, Dict[int, Any]] = {}
     plain: Dict[str, Any] = {}
     groups: Dict[int, Dict[str, Any]] = {}
@@ -237,6 +238,13 @@ def metrics_markdown(values: Mapping[str, Any]) -> str:
             groups.setdefault(int(m["g"]), {})[m["base"]] = v
         else:
             plain[key] = v
+    return at, plain, groups
+
+
+def metrics_markdown(values: Mapping[str, Any]) -> str:
+    """Markdown tables of one metrics dict: ``name@k`` as metric rows and @k columns, plain metrics
+    as one column, per-group metrics (``{metric}_g{k}``) with the groups as rows."""
+    at, plain, groups = split_metrics(values)
     out: List[str] = []
     if at:
         ks = sorted({k for row in at.values() for k in row})
