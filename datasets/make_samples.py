@@ -7,7 +7,9 @@ writes, and that each trains with ``python run.py -d=<sample>``.
 - ``sample-csv/``: the same generated interactions and items as plain CSV with their own column names
   (``configs/data/sample-csv.yaml`` maps them with ``data.fields``);
 - ``sample-pinrec/``: ``recstudio_edge.data.formats.pinrec.convert`` of ``sample-atomic`` (PINRec's
-  ``;`` sample files ``train.txt`` / ``valid.txt`` / ``test.txt``, plus ``users.tsv`` / ``items.tsv``).
+  ``;`` sample files ``train.txt`` / ``valid.txt`` / ``test.txt``, plus ``users.tsv`` / ``items.tsv``);
+- ``sample-<format>/`` for every other seed format whose module has ``write_sample(out)`` (ECRec's,
+  CIGAR's ... files, written by the format's own generator; ``format_samples``).
 """
 from __future__ import annotations
 
@@ -63,14 +65,32 @@ def write_pinrec_sample(out: Path) -> Path:
     return d
 
 
+def format_samples() -> dict:
+    """``{"sample-<format>": writer}`` of every seed format whose module offers ``write_sample(out)``
+    (it writes ``out/sample-<format>/`` with the format's own generator), pinrec aside (above)."""
+    from recstudio_edge.data.formats import format_module, source_formats
+
+    out = {}
+    for name in source_formats():
+        fn = getattr(format_module(name), "write_sample", None)
+        if name != "pinrec" and callable(fn):
+            out[f"sample-{name}"] = fn
+    return out
+
+
+def all_samples() -> dict:
+    """Sample folder name -> its writer, in the order they are written."""
+    return {**dict(zip(SAMPLES, (write_atomic_sample, write_csv_sample, write_pinrec_sample))), **format_samples()}
+
+
 def write_samples(out: Path = ROOT / "datasets") -> list:
     """Write every sample folder under ``out``; return their paths."""
     out = Path(out)
     paths = []
-    for name, fn in zip(SAMPLES, (write_atomic_sample, write_csv_sample, write_pinrec_sample)):
+    for name, fn in all_samples().items():
         if (out / name).exists():
             shutil.rmtree(out / name)
-        paths.append(fn(out))
+        paths.append(Path(fn(out)))
     return paths
 
 

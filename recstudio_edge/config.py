@@ -1,7 +1,8 @@
 """Layered, validated configuration.
 
 Later wins: ``configs/base.yaml`` < ``configs/model/<M>.yaml`` < ``configs/data/<d>.yaml`` <
-``--config my.yaml`` < ``--key=value``. Every key must exist in ``base.yaml`` (or, under
+``--config my.yaml`` < ``--key=value``. Every key must exist in ``base.yaml`` or the model's own
+YAML (a key a model's YAML adds, like MCRec's ``mcrec:`` section, is known for that model only; or, under
 ``model:``, be a parameter of the model's constructor; under ``trainer:``, an argument of
 ``lightning.Trainer``); an unknown key is an error naming the closest known key. Files are
 parsed with ``yaml.safe_load``; command-line values too (so ``--topk=[5,10]`` is a list).
@@ -186,11 +187,13 @@ def build_config(model: str, dataset: Optional[str], config_file: Optional[str],
                  overrides: Dict[str, str], model_cls=None) -> Dict[str, Any]:
     """Merge the layers, apply ``overrides`` ({dotted or leaf key: text}), validate, return."""
     schema = load_yaml(CONFIG_DIR / "base.yaml")
-    cfg = copy.deepcopy(schema)
     layers = []
     mpath = find_named_config("model", model)
     if mpath is not None:
-        layers.append(mpath)
+        # a model's YAML may bring keys of its own (MCRec's mcrec: section, ECRec's data.edge_len):
+        # for runs of that model they are known keys, validated like base.yaml's
+        schema = merge(schema, load_yaml(mpath))
+    cfg = copy.deepcopy(schema)
     if dataset:
         dpath = find_named_config("data", dataset)
         if dpath is not None:

@@ -194,3 +194,94 @@ def infer_onnx(cfg, model, dm, run_dir: Path, router=None) -> Path:
     out = run_dir / "infer.tsv"
     atomic_write_text(out, "user_id\titem_id\tprobability\n" + "\n".join(out_lines) + "\n")
     return out
+
+
+# ---- seed-format sources (data/formats/__init__.py) --------------------------------------------------
+ID_COLUMNS = ("user_id", "item_id", "node_id", "label", "group_id")
+
+
+def _source_rows(cfg, dm):
+    """The rows ``--task=infer`` scores on a source: ``--input`` (read by the source's ``read_input``)
+    or the test split."""
+    from .config import ConfigError
+
+    if cfg.get("input"):
+        read = getattr(dm.source, "read_input", None)
+        if not callable(read):
+            raise ConfigError(f"--input: the {dm.cfg.get('format')} source reads no input file; drop --input to "
+                              f"score the test rows")
+        return read(Path(str(cfg["input"])))
+    return dm.eval_dataset("test")
+
+
+def _output_columns(out: torch.Tensor) -> (List[str], torch.Tensor):
+    """``score`` for ``[B]`` outputs, ``score_0 .. score_{C-1}`` for ``[B, C]``."""
+    out = out.detach().float().cpu()
+    if out.dim() == 1:
+        return ["score"], out.unsqueeze(1)
+    out = out.reshape(out.shape[0], -1)
+    return [f"score_{c}" for c in range(out.shape[1])], out
+
+
+def _cloud_feed(parts, batch):
+    """Device inputs the batch lacks, from the model's cloud part (its outputs named by the device
+    part's inputs: an ECRec memory row, a profile), computed in PyTorch."""
+    if parts.cloud is None:
+        return batch
+    _, dev = parts.first()
+    missing = [n for n in dev.input_names if n not in batch]
+    if not missing:
+        return batch
+    with torch.no_grad():
+        out = parts.cloud(batch)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    feed = dict(batch)
+    feed.update({n: t for n, t in zip(parts.cloud.output_names, outs)})
+    return feed
+
+
+@torch.no_grad()
+def infer_source(cfg, model, dm, run_dir: Path, router=None) -> Path:
+    """``--task=infer`` on a seed format's samples: one line per row, in row order, with the row's id
+    fields (``user_id``, ``item_id``, ``node_id``, ``label``, ``group_id`` where the batch has them)
+    and the model's output (``model(batch)``: a probability per row, or one column per class). With
+    ``--backend=onnx`` the exported device files score them in onnxruntime (``router``, or exported
+    here from the loaded weights); inputs the rows lack come from the cloud part."""
+    from .config import ConfigError
+    from .edge.runtime import EdgeInputError, EdgeRouter
+
+    ds = _source_rows(cfg, dm)
+    bs = int(cfg["eval"]["batch_size"])
+    parts = None
+    if cfg.get("backend") == "onnx":
+        from .edge.protocol import edge_parts_of
+
+        parts = edge_parts_of(model)
+        if router is None:
+            from .edge.onnx_export import export_edge_models
+
+            reports = export_edge_models(model, run_dir, tol=float(cfg["export"]["tolerance"]),
+                                         exporter=str(cfg["export"]["exporter"]), config=cfg)
+            router = EdgeRouter([r["path"] for r in reports.values()])
+    model.eval()
+    header, lines = None, []
+    for start in range(0, len(ds), bs):
+        batch = ds[torch.arange(start, min(start + bs, len(ds)))]
+        if router is not None:
+            feed = _cloud_feed(parts, batch)
+            try:
+                out = torch.from_numpy(router.predict({k: v.numpy() for k, v in feed.items()}, ignore_extra=True))
+            except EdgeInputError as e:
+                raise ConfigError(f"--backend=onnx: {e}") from None
+        else:
+            out = model(batch)
+        ids = [c for c in ID_COLUMNS if c in batch and batch[c].dim() == 1 and batch[c].numel() == out.shape[0]]
+        names, values = _output_columns(out)
+        if header is None:
+            header = ids + names
+        cols = [batch[c].tolist() for c in ids]
+        for r, row in enumerate(values.tolist()):
+            lines.append("\t".join([*(f"{col[r]:g}" for col in cols), *(f"{v:.6g}" for v in row)]))
+    out_path = run_dir / "infer.tsv"
+    atomic_write_text(out_path, "\t".join(header or ["score"]) + "\n" + "\n".join(lines) + ("\n" if lines else ""))
+    return out_path

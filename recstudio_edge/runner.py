@@ -106,8 +106,10 @@ def resolve_val_metric(cfg: Dict[str, Any], model_cls) -> str:
         vm = model_cls.default_val_metric
     if model_cls.eval_kind == "ranking":
         known = [f"{m}@{k}" for m in cfg["eval"]["metrics"] for k in cfg["eval"]["topk"]]
-    else:
+    elif model_cls.eval_kind == "pointwise":
         known = ["auc", "gauc", "logloss"]
+    else:  # a model's own evaluation (Recommender.new_accumulator): the metrics it declares
+        known = list(model_cls.metric_keys)
     if vm not in known:
         from .names import did_you_mean
 
@@ -121,7 +123,8 @@ def build_datamodule(cfg: Dict[str, Any], model_cls) -> RecDataModule:
     ``data.format: pinrec`` the sample files ``<data_dir>/<name>/{train,valid,test}.txt``), set up."""
     dm = RecDataModule(cfg["data"], cfg["data_dir"], model_cls.data_kind, batch_size=cfg["train"]["batch_size"],
                        eval_batch_size=cfg["eval"]["batch_size"], seed=int(cfg["seed"]),
-                       num_workers=cfg["train"]["num_workers"], steps_per_call=cfg["train"]["steps_per_call"])
+                       num_workers=cfg["train"]["num_workers"], steps_per_call=cfg["train"]["steps_per_call"],
+                       data_format=getattr(model_cls, "data_format", None))
     dm.prepare_data()
     dm.setup()
     return dm
@@ -129,7 +132,9 @@ def build_datamodule(cfg: Dict[str, Any], model_cls) -> RecDataModule:
 
 def build_model(cfg: Dict[str, Any], model_cls, dm: RecDataModule):
     kwargs = dict(cfg.get("model") or {})
-    kwargs.update(num_users=dm.num_users, num_items=dm.num_items, lr=cfg["train"]["lr"],
+    facts = getattr(dm, "model_args", None)  # num_users, num_items and a source's facts (num_cates ...)
+    kwargs.update(facts() if callable(facts) else {"num_users": dm.num_users, "num_items": dm.num_items})
+    kwargs.update(lr=cfg["train"]["lr"],
                   weight_decay=cfg["train"]["weight_decay"], optimizer=cfg["train"]["optimizer"],
                   topk=list(cfg["eval"]["topk"]), metrics=list(cfg["eval"]["metrics"]),
                   mask_history=cfg["eval"]["mask_history"], max_seq_len=cfg["data"]["max_seq_len"])
@@ -255,17 +260,18 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     t0 = time.perf_counter()
     dm = build_datamodule(cfg, model_cls)
     t_data = time.perf_counter() - t0
-    if getattr(dm, "data", None) is not None:
+    if getattr(dm, "data", None) is not None and getattr(dm, "source", None) is not None:
+        say(f"{cfg['data']['name']}: {int(dm.data.stats['interactions'])} interactions -> "
+            f"{cfg['data'].get('format') if dm.file_format else model_cls.data_format} samples: "
+            + ", ".join(f"{k} {v:g}" for k, v in dm.stats.items()) + f"; data ready in {t_data:.2f}s")
+    elif getattr(dm, "data", None) is not None:
         say(f"{cfg['data']['name']}: {dm.num_users - 1} users, {dm.num_items - 1} items, "
             f"{int(dm.data.stats['interactions'])} interactions (train {int(dm.data.stats['train'])}, "
             f"valid {int(dm.data.stats['valid'])}, test {int(dm.data.stats['test'])}); data ready in {t_data:.2f}s")
     else:
-        say(f"{cfg['data']['name']}: " + ", ".join(f"{k} {int(v)}" for k, v in dm.stats.items())
+        say(f"{cfg['data']['name']}: " + ", ".join(f"{k} {v:g}" for k, v in dm.stats.items())
             + f"; data ready in {t_data:.2f}s")
-    if task == "infer" and getattr(dm, "data", None) is None:
-        raise ConfigError("--task=infer reads interaction datasets; for sample files, test with --task=test "
-                          "(python -m recstudio_edge.data.formats.pinrec writes predictions back to the format)")
-    _check_sample_files(dm, task)
+    _check_sample_files(dm, task, bool(cfg.get("input")))
     model = build_model(cfg, model_cls, dm)
     if task != "train":  # the data checks and facts of training (_train connects again, with its Trainer)
         from .wiring import connect
@@ -284,18 +290,19 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     return run
 
 
-def _check_sample_files(dm, task: str) -> None:
-    """``data.format: pinrec``: the sample files a task reads (training: valid and test, to pick the
-    best epoch and report it; --task=test: test) exist, said before anything runs."""
-    files = getattr(dm, "sample_files", None)
-    if files is None:
+def _check_sample_files(dm, task: str, has_input: bool = False) -> None:
+    """A seed format's files (``data.format: pinrec`` ...): the stages a task reads (training: valid
+    and test, to pick the best epoch and report it; --task=test and infer: test) exist, said before
+    anything runs."""
+    files = getattr(dm, "source", None)
+    if files is None or not getattr(files, "paths", None):
         return
-    need = {"train": ("valid", "test"), "test": ("test",)}.get(task, ())
-    missing = [s for s in need if s not in files.samples]
+    need = {"train": ("valid", "test"), "test": ("test",), "infer": () if has_input else ("test",)}.get(task, ())
+    missing = [s for s in need if s not in files.stages()]
     if missing:
         where = ", ".join(str(files.paths[s]) if s in files.paths else f"{s} (data.files names none)"
                           for s in missing)
-        raise ConfigError(f"data.format: pinrec: --task={task} reads the {' and '.join(missing)} sample "
+        raise ConfigError(f"data.format: {dm.cfg.get('format')}: --task={task} reads the {' and '.join(missing)} sample "
                           f"file{'s' if len(missing) > 1 else ''} beside {files.paths['train'].name}, not found: "
                           f"{where} (write them, or name them in data.files: {{train: ..., valid: ..., test: ...}})")
 
@@ -322,15 +329,10 @@ def _check_ckpt(cfg: Dict[str, Any], model, task: str, resume: Optional[Path]):
 
 
 def _task_train(run: Run, extra_callbacks=()) -> Dict[str, Any]:
-    from .callbacks.plugin_stage import plugin_stage_from_config
+    from .callbacks import training_callbacks
 
     cfg = run.cfg
-    stage = plugin_stage_from_config(cfg, run.model)
-    callbacks = [*extra_callbacks, *([stage] if stage is not None else [])]
-    if cfg["export"].get("after_fit"):
-        from .callbacks.onnx_export import OnnxExport
-
-        callbacks.append(OnnxExport.from_config(cfg, run.run_dir))
+    callbacks = [*extra_callbacks, *training_callbacks(cfg, run.model, run.run_dir)]
     return _train(cfg, run.model, run.dm, run.run_dir, run.val_metric, run.mode, run.resume, callbacks)
 
 
@@ -375,9 +377,11 @@ def _task_export(run: Run, extra_callbacks=()) -> Dict[str, Any]:
 
 
 def _task_infer(run: Run, extra_callbacks=()) -> Dict[str, Any]:
-    from .infer import infer, infer_onnx
+    from .infer import infer, infer_onnx, infer_source
 
-    if run.cfg.get("backend") == "onnx":  # the onnx backend may be given an .onnx file
+    if getattr(run.dm, "source", None) is not None:  # a seed format's rows (ECRec, PINRec files ...)
+        out = infer_source(run.cfg, run.model, run.dm, run.run_dir, run.router)
+    elif run.cfg.get("backend") == "onnx":  # the onnx backend may be given an .onnx file
         out = infer_onnx(run.cfg, run.model, run.dm, run.run_dir, run.router)
     else:  # --ckpt loaded by _prepare
         out = infer(run.cfg, run.model, run.dm, run.run_dir)
@@ -389,15 +393,30 @@ def _task_infer(run: Run, extra_callbacks=()) -> Dict[str, Any]:
 TASKS = {"train": _task_train, "test": _task_test, "export": _task_export, "infer": _task_infer}
 
 
+def model_task(model_cls, task: str):
+    """A model's own way of running ``task``, or None (the ``TASKS`` entry runs it). A model class
+    may name one per task in ``tasks = {"train": "recstudio_edge.pipelines.mcrec:train"}``: a
+    ``module:function`` taking ``(run, extra_callbacks)`` as the ``TASKS`` functions do (MCRec's
+    three-model pipeline). Named by text, so that the model module imports nothing of the runner."""
+    spec = (getattr(model_cls, "tasks", None) or {}).get(task)
+    if spec is None:
+        return None
+    import importlib
+
+    module, _, name = str(spec).partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _run_task(cfg: Dict[str, Any], model_cls, task: str, extra_callbacks=()) -> Dict[str, Any]:
     if task not in TASKS:
         from .names import did_you_mean
 
         raise ConfigError(f"unknown task {task!r}: {did_you_mean(task, TASKS)}")
     fresh = not os.environ.get(RUN_DIR_ENV)  # this call makes the run folder (not a resume, not a DDP worker)
+    task_fn = model_task(model_cls, task) or TASKS[task]
     run = _prepare(cfg, model_cls, task)
     try:
-        return TASKS[task](run, extra_callbacks)
+        return task_fn(run, extra_callbacks)
     except Exception:
         if fresh and run.resume is None:
             _drop_failed_run(run.run_dir, Path(cfg["output_dir"]))

@@ -1,5 +1,32 @@
-"""Callbacks: optional behaviour of a run (how training runs, not what the model is)."""
+"""Callbacks: optional behaviour of a run (how training runs, not what the model is).
+
+``training_callbacks(cfg, model, run_dir)`` gives the callbacks a training run's config asks for,
+in order: each entry of ``FROM_CONFIG`` is ``"module:function"`` taking ``(cfg, model, run_dir)``
+and returning a callback or None (the model offers no hook it needs, or the config turns it off).
+A new callback that a config key switches on is one entry here.
+"""
+from __future__ import annotations
+
+import importlib
+
 from .metrics_table import MetricsTable
 from .onnx_export import OnnxExport
 
-__all__ = ["MetricsTable", "OnnxExport"]
+FROM_CONFIG = (
+    "recstudio_edge.callbacks.plugin_stage:plugin_stage_from_config",  # PINRec's stage switch
+    "recstudio_edge.callbacks.onnx_export:export_after_fit",  # export.after_fit
+)
+
+
+def training_callbacks(cfg, model, run_dir) -> list:
+    """The callbacks of ``FROM_CONFIG`` that apply to this run (the module docstring)."""
+    out = []
+    for spec in FROM_CONFIG:
+        module, _, name = spec.partition(":")
+        cb = getattr(importlib.import_module(module), name)(cfg, model, run_dir)
+        if cb is not None:
+            out.append(cb)
+    return out
+
+
+__all__ = ["MetricsTable", "OnnxExport", "training_callbacks", "FROM_CONFIG"]

@@ -61,3 +61,9 @@ class OnnxExport(pl.Callback):
 
 
 __all__ = ["OnnxExport"]
+
+
+def export_after_fit(cfg: Mapping[str, Any], model, run_dir) -> Optional["OnnxExport"]:
+    """``export.after_fit: true``: the ``OnnxExport`` of the run folder, else None."""
+    return OnnxExport.from_config(cfg, run_dir) if (cfg.get("export") or {}).get("after_fit") else None
+

@@ -175,7 +175,7 @@ class PluginStage(pl.Callback):
         self._hooks = []
 
 
-def plugin_stage_from_config(cfg: Dict[str, Any], model_or_cls) -> Optional[PluginStage]:
+def plugin_stage_from_config(cfg: Dict[str, Any], model_or_cls, run_dir=None) -> Optional[PluginStage]:
     """The ``PluginStage`` the ``plugin_stage:`` config section asks for, or ``None`` when the
     model has no plugin sites or the section says ``enabled: false``."""
     section = dict(cfg.get("plugin_stage") or {})

@@ -1,7 +1,9 @@
 """``RecDataModule``: the one data module. It finds (generates, downloads) a dataset, parses it
-once, caches it, splits it and serves the batches of the model's data kind; or, with
-``data.format: pinrec``, it reads PINRec's sample files ``<data_dir>/<name>/{train,valid,test}.txt``
-(``formats/pinrec.py``) and serves them as ``ctr`` batches, the split being the files'.
+once, caches it, splits it and serves the batches of the model's data kind; or it serves a
+*source* of a seed format (``data/formats/__init__.py``): with ``data.format: <format>`` (e.g.
+``pinrec``) the format's files under ``<data_dir>/<name>/``, the split being the files'; with a
+model whose class declares ``data_format = "<format>"`` (ECRec, ...) and an interaction dataset
+(``-d=ml-1m``), the same samples built from the interactions by the format's ``from_interactions``.
 
 Loading and the cache: ``loading.py``. What the model needs from the data (item counts, the
 training pairs, the group count) and what the model hands back (a sampler for pipeline
@@ -50,9 +52,17 @@ class RecDataModule(pl.LightningDataModule):
     the fast training loop in force for the fit (then ``steps_per_call``)."""
 
     def __init__(self, data_cfg: Dict[str, Any], data_dir: str | Path, kind: str, batch_size: int = 2048,
-                 eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, steps_per_call: int = 1):
+                 eval_batch_size: int = 4096, seed: int = 0, num_workers: int = 0, steps_per_call: int = 1,
+                 data_format: Optional[str] = None):
         super().__init__()
-        if kind not in ("mf", "ae", "seq", "ctr", "mlm"):
+        from .formats import format_module
+
+        self.file_format = format_module(data_cfg.get("format"))  # data.format names a seed format
+        self.data_format = format_module(data_format) if data_format else None  # the model's own format
+        if data_format and self.data_format is None:
+            raise ValueError(f"data_format {data_format!r}: no module recstudio_edge/data/formats/{data_format}.py "
+                             f"with open_source")
+        if self.file_format is None and kind not in ("mf", "ae", "seq", "ctr", "mlm") and self.data_format is None:
             raise ValueError(f"unknown data kind {kind!r}")
         self.cfg, self.data_dir, self.kind = dict(data_cfg), Path(data_dir), kind
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
@@ -61,10 +71,17 @@ class RecDataModule(pl.LightningDataModule):
             raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}")
         self.steps_per_call = int(steps_per_call)
         self.loader_steps = 1
-        self.sample_files = None  # data.format=pinrec: the files (formats.pinrec.SampleFiles)
-        if self.cfg.get("format") == "pinrec" and kind != "ctr":
+        self.source = None  # a seed format's samples (data/formats/__init__.py), set by prepare_data
+        kinds = getattr(self.file_format, "KINDS", None)
+        if kinds is not None and kind not in kinds and self.data_format is None:
             raise DataError(str(self.data_dir / self.cfg["name"]),
-                            message=f"data.format=pinrec holds CTR samples; this model trains on '{kind}' data")
+                            message=f"data.format={self.cfg.get('format')} holds {self.file_format.HOLDS} samples; "
+                                    f"this model trains on '{kind}' data")
+        if self.file_format is not None and self.data_format is not None and self.file_format is not self.data_format:
+            fmt, want = self.cfg.get("format"), data_format
+            raise DataError(str(self.data_dir / self.cfg["name"]),
+                            message=f"data.format={fmt}: these are {fmt} samples; this model reads {want} samples "
+                                    f"(data.format: {want}) or builds them from an interaction dataset (e.g. -d=ml-1m)")
         self.data: Optional[Interactions] = None
         self._train: Optional[BatchDataset] = None
         self._train_sampler = None  # with pipeline negatives: the loader's sampler, which the dataset follows
@@ -74,25 +91,22 @@ class RecDataModule(pl.LightningDataModule):
         self._eval: Dict[str, BatchDataset] = {}
 
     def prepare_data(self) -> None:
-        """Generate / download / parse (into the cache) once, or read the sample files; ``setup``
+        """Generate / download / parse (into the cache) once, or read a seed format's files; ``setup``
         then has nothing left to do."""
-        if self.data is not None or self.sample_files is not None:
+        if self.data is not None or self.source is not None:
             return
-        if self.cfg.get("format") == "pinrec":
-            from .formats.pinrec import SampleFiles
-
-            self.sample_files = SampleFiles(self.data_dir / self.cfg["name"], self.cfg.get("files") or None,
-                                            int(self.cfg.get("max_seq_len", 50)),
-                                            int(self.cfg.get("group_num") or 0) or None,
-                                            self.cfg.get("on_bad_line", "error"))
+        if self.file_format is not None:
+            self.source = self.file_format.open_source(self.data_dir / self.cfg["name"], self.cfg)
         else:
             self.data = load_interactions(self.data_dir, self.cfg, self.seed, self.cfg.get("cache", True))
+            if self.data_format is not None:
+                self.source = self.data_format.from_interactions(self.data, self.cfg, self.seed)
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare_data()
         if not hasattr(self, "builder"):
-            if self.sample_files is not None:
-                self.builder = self.sample_files
+            if self.source is not None:
+                self.builder = self.source
                 return
             self.builder = KindBuilder.from_config(self.data, self.cfg, self.seed)
             if int(self.train_mask().sum()) == 0:
@@ -101,38 +115,46 @@ class RecDataModule(pl.LightningDataModule):
     # facts the model needs (recstudio_edge.wiring.connect hands them over) -----------------
     @property
     def num_users(self) -> int:
-        return (self.sample_files or self.data).num_users
+        return (self.source or self.data).num_users
 
     @property
     def num_items(self) -> int:
-        return (self.sample_files or self.data).num_items
+        return (self.source or self.data).num_items
 
     @property
     def group_num(self) -> int:
-        """Activity groups of the rows' ``group_id`` (0: none): ``data.group_num``, or the files'."""
-        if self.sample_files is not None:
-            return self.sample_files.group_num
+        """Activity groups of the rows' ``group_id`` (0: none): ``data.group_num``, or the source's."""
+        if self.source is not None:
+            return int(getattr(self.source, "group_num", 0) or 0)
         return int(self.cfg.get("group_num") or 0)
 
     @property
     def stats(self) -> Dict[str, float]:
-        """Counts of the data: interactions per split (``Interactions.stats``) or rows per file."""
-        return (self.sample_files or self.data).stats
+        """Counts of the data: interactions per split (``Interactions.stats``) or the source's."""
+        return (self.source or self.data).stats
+
+    def model_args(self) -> Dict[str, Any]:
+        """The data's facts a model's constructor takes by name: ``num_users``, ``num_items`` and, for
+        a source, its ``model_args()`` (``num_cates``, ``num_classes`` ...)."""
+        args = {"num_users": self.num_users, "num_items": self.num_items}
+        if self.source is not None and callable(getattr(self.source, "model_args", None)):
+            args.update(self.source.model_args())
+        return args
 
     def train_mask(self) -> torch.Tensor:
         """The training interactions (interaction data only)."""
         return self.data.split == TRAIN
 
     def item_counts(self) -> torch.Tensor:
-        if self.sample_files is not None:
-            return self.sample_files.item_counts()
+        if self.source is not None:
+            return self.source.item_counts()
         return self.data.item_counts(self.train_mask())
 
     def train_keys(self) -> torch.Tensor:
         """Sorted ``user * num_items + item`` keys of the training interactions (sample files: of the
         positive training rows)."""
-        if self.sample_files is not None:
-            return self.sample_files.train_keys()
+        if self.source is not None:
+            return self.source.train_keys()
         from .dataset import UserItemIndex
 
         return UserItemIndex(self.data, self.train_mask()).keys

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # data: keys that change the built tensors (the reader keys matter through the files and these)
 SHAPING_KEYS = ("format", "fields", "sep", "header", "files", "generator", "rating_threshold",
                 "min_user_inter", "min_item_inter", "split", "on_bad_line")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Interactions carry user_attrs / item_attrs
 
 
 def _fingerprint(folder: Path) -> list:
@@ -81,7 +81,7 @@ def load_interactions(data_dir: Path, cfg: Dict[str, Any], seed: int, use_cache:
         raw = read_dataset(data_dir, spec)
         t_read = time.perf_counter() - t
         step("filter + split")
-        data = build_interactions(raw.inter, raw.item, cfg, seed, source=str(folder))
+        data = build_interactions(raw.inter, raw.item, cfg, seed, source=str(folder), user_table=raw.user)
         data.stats.update(read_seconds=t_read, build_seconds=time.perf_counter() - t - t_read,
                           skipped_lines=float(getattr(raw, "skipped", 0)))
         if use_cache:

@@ -38,7 +38,11 @@ class Interactions:
     user_tokens: List[str]  # id -> raw token, [0] = "[PAD]"
     item_tokens: List[str]
     rating: Optional[torch.Tensor] = None
-    item_features: Dict[str, torch.Tensor] = field(default_factory=dict)  # token features -> ids
+    # the .user / .item files' columns as they were written, one string per remapped id ("" where
+    # the file has no row or no value; [0] = padding): what format converters read features from
+    # (a genre list, a year, a zip prefix) without a second pass over the files
+    user_attrs: Dict[str, List[str]] = field(default_factory=dict)
+    item_attrs: Dict[str, List[str]] = field(default_factory=dict)
     stats: Dict[str, float] = field(default_factory=dict)
 
     def to_state(self) -> dict:
@@ -160,8 +164,31 @@ def split_codes(user: np.ndarray, time_rank: np.ndarray, mode: str, ratios: Sequ
     return codes
 
 
+def attribute_columns(table: Optional[pd.DataFrame], key: str, uniq) -> Dict[str, List[str]]:
+    """``{column: [text per remapped id]}`` of a ``.user`` / ``.item`` table (``uniq``: raw ids in
+    id order, id = position + 1); ids the table lacks get ``""``, index 0 (padding) too."""
+    if table is None or key not in table.columns:
+        return {}
+    idx = pd.Index(uniq).get_indexer(table[key])
+    ok = idx >= 0
+    out: Dict[str, List[str]] = {}
+    for col in table.columns:
+        if col == key:
+            continue
+        values = table[col]
+        text = np.full(len(uniq) + 1, "", dtype=object)
+        if values.dtype.kind == "f":  # 1995.0 -> "1995"; NaN stays ""
+            v = values.to_numpy()
+            shown = np.where(np.isnan(v), "", pd.Series(v).map(lambda x: f"{x:g}").to_numpy())
+        else:
+            shown = values.astype(str).where(values.notna(), "").to_numpy()
+        text[idx[ok] + 1] = shown[ok]
+        out[str(col)] = [str(x) for x in text]
+    return out
+
+
 def build_interactions(inter: pd.DataFrame, item_table: Optional[pd.DataFrame], cfg: dict,
-                       seed: int, source: str = "") -> Interactions:
+                       seed: int, source: str = "", user_table: Optional[pd.DataFrame] = None) -> Interactions:
     """Filter, remap and split a parsed interaction table as the ``data:`` config says."""
     if len(inter) == 0:
         raise DataError(source, message="no interactions left to build a dataset from")
@@ -194,18 +221,8 @@ def build_interactions(inter: pd.DataFrame, item_table: Optional[pd.DataFrame], 
     split = cfg.get("split") or {}
     codes = split_codes(user, t, split.get("mode", "user_entry"), split.get("ratios", (0.8, 0.1, 0.1)),
                         split.get("order", "random"), seed, float(split.get("holdout", 0.2)))
-    item_feats: Dict[str, torch.Tensor] = {}
-    if item_table is not None and "item_id" in item_table.columns:
-        pos_of = pd.Index(i_uniq)
-        for col in item_table.columns:
-            if col == "item_id" or item_table[col].dtype.kind == "f":
-                continue
-            idx = pos_of.get_indexer(item_table["item_id"])
-            ok = idx >= 0
-            codes_f, _ = pd.factorize(item_table[col].astype(str))
-            feat = np.zeros(len(i_uniq) + 1, dtype=np.int64)
-            feat[idx[ok] + 1] = codes_f[ok] + 1
-            item_feats[col] = torch.from_numpy(feat)
+    user_attrs = attribute_columns(user_table, "user_id", u_uniq)
+    item_attrs = attribute_columns(item_table, "item_id", i_uniq)
     stats.update(interactions=float(len(user)), users=float(len(u_uniq)), items=float(len(i_uniq)))
     for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST), ("history", HISTORY)):
         stats[name] = float((codes == code).sum())
@@ -214,5 +231,5 @@ def build_interactions(inter: pd.DataFrame, item_table: Optional[pd.DataFrame], 
         user=torch.from_numpy(user), item=torch.from_numpy(item), time=torch.from_numpy(t),
         split=torch.from_numpy(codes), rating=None if rating is None else torch.from_numpy(rating),
         user_tokens=["[PAD]"] + [str(x) for x in u_uniq], item_tokens=["[PAD]"] + [str(x) for x in i_uniq],
-        item_features=item_feats, stats=stats,
+        user_attrs=user_attrs, item_attrs=item_attrs, stats=stats,
     )

@@ -6,6 +6,10 @@ and evaluation is one of two kinds, chosen by the tower:
   (recall, precision, map, ndcg, mrr, hit @ each cutoff);
 - ``pointwise``: AUC, GAUC (per-user AUC weighted by impressions) and logloss, and the same
   per group when the rows carry ``group_id`` (``auc_g{k}`` ..., ``evaluation/groups.py``).
+- any other name: the model's own evaluation. It writes ``new_accumulator()``, an object with
+  ``update(model, batch)`` and ``compute(gather) -> {metric: value}`` (``gather``: concatenates a
+  tensor across processes), and lists the keys it returns in ``metric_keys`` (the choices of
+  ``eval.val_metric``); GGCN's multi-label micro-/macro-F1 is one.
 Metric sums are reduced across processes, so DDP gives the same numbers as one process.
 """
 from __future__ import annotations
@@ -122,14 +126,26 @@ class Recommender(FastLoop, pl.LightningModule):
     def on_test_epoch_end(self):
         self._finish("test")
 
+    metric_keys: Sequence[str] = ()  # a model's own evaluation: the metric names new_accumulator computes
+
+    def new_accumulator(self):  # pragma: no cover - models with their own eval_kind write it
+        raise NotImplementedError(f"{type(self).__name__}.eval_kind={self.eval_kind!r} needs new_accumulator()")
+
+    def _custom_eval(self) -> bool:
+        return self.eval_kind not in ("ranking", "pointwise")
+
     def _new_acc(self):
         if self.eval_kind == "ranking":
             return RankingAccumulator(self.topk, self.metric_names)
+        if self._custom_eval():
+            return self.new_accumulator()
         return GroupedAccumulator()
 
     def _eval_step(self, batch, stage):
         acc = self._acc[stage]
-        if self.eval_kind == "ranking":
+        if self._custom_eval():
+            acc.update(self, batch)
+        elif self.eval_kind == "ranking":
             top_scores, top_items = self.topk_items(batch, max(self.topk), exclude=self.mask_history)
             hits, num_pos = hits_of_topk(top_scores, top_items, batch["target_rows"], batch["target_cols"],
                                          self.num_items)
@@ -144,6 +160,8 @@ class Recommender(FastLoop, pl.LightningModule):
             sums = self._reduce_sum(sums.to(self.device))
             count = self._reduce_sum(count.to(self.device))
             values = acc.compute(sums, count)
+        elif self._custom_eval():
+            values = acc.compute(lambda t: self._gather_cat(t.to(self.device)))
         else:
             logits, labels, users = (self._gather_cat(t.to(self.device)) for t in acc.tensors())
             values = acc.compute(logits, labels, users)

@@ -128,7 +128,7 @@ def test_convert_writes_our_samples_and_files_train_pinrec(tmp_path):
     for k in ("user_id", "item_id", "seq", "seq_len", "label", "group_id"):
         assert torch.equal(got[k].to(want[k].dtype), want[k]), k
     assert files.group_num == 3 and files.num_items <= ours.num_items and files.stats["train_rows"] == res["rows"]["train"]
-    train = files.sample_files.samples["train"]
+    train = files.source.samples["train"]
     assert int(files.item_counts().sum()) == int((train.label > 0).sum())
     pos = train.label > 0
     assert torch.equal(files.train_keys(), torch.unique(train.user_id[pos] * files.num_items + train.target_id[pos]))

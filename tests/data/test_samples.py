@@ -33,8 +33,10 @@ def data_config(name: str) -> dict:
 def test_committed_samples_are_what_the_generators_write(tmp_path):
     mod = make_samples()
     written = mod.write_samples(tmp_path)
-    assert [p.name for p in written] == list(mod.SAMPLES) == ["sample-atomic", "sample-csv", "sample-pinrec"]
-    for name in mod.SAMPLES:
+    names = list(mod.all_samples())
+    assert [p.name for p in written] == names and names[:3] == ["sample-atomic", "sample-csv", "sample-pinrec"]
+    assert all(n in names for n in mod.format_samples())
+    for name in names:
         want, have = files(tmp_path / name), files(DATASETS / name)
         assert sorted(have) == sorted(want), f"{name}: regenerate with python datasets/make_samples.py"
         for f in want:
@@ -47,7 +49,7 @@ def test_committed_samples_are_what_the_generators_write(tmp_path):
     if (ROOT / ".git").exists() and shutil.which("git"):
         ignored = lambda rel: subprocess.run(["git", "check-ignore", "-q", rel], cwd=ROOT).returncode == 0  # noqa: E731
         assert ignored("datasets/synthetic/synthetic.inter") and ignored("datasets/.cache/x.pt")
-        assert not any(ignored(f"datasets/{n}/{f}") for n in mod.SAMPLES for f in files(DATASETS / n))
+        assert not any(ignored(f"datasets/{n}/{f}") for n in names for f in files(DATASETS / n))
         assert not ignored("datasets/README.md") and not ignored("datasets/make_samples.py")
 
 

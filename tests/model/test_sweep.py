@@ -23,12 +23,16 @@ def datamodules(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     cache = {}
 
-    def get(kind):
-        if kind not in cache:
-            dm = RecDataModule(DATA, root, kind, batch_size=64, eval_batch_size=50, seed=1)
+    def get(cls):
+        """The data module of a model class: its data kind, built by its seed format when it has one
+        (``data_format``: the same synthetic interactions turned into ECRec / CIGAR ... samples)."""
+        key = (cls.data_kind, getattr(cls, "data_format", None))
+        if key not in cache:
+            dm = RecDataModule(DATA, root, cls.data_kind, batch_size=64, eval_batch_size=50, seed=1,
+                               data_format=key[1])
             dm.setup()
-            cache[kind] = dm
-        return cache[kind]
+            cache[key] = dm
+        return cache[key]
 
     return get
 
@@ -42,9 +46,9 @@ def test_model_trains_evaluates_and_reloads(name, datamodules):
     import lightning.pytorch as pl
 
     cls = get_model_class(name)
-    dm = datamodules(cls.data_kind)
+    dm = datamodules(cls)
     torch.manual_seed(0)
-    model = create_model(name, num_users=dm.num_users, num_items=dm.num_items, max_seq_len=12, topk=[5, 10])
+    model = create_model(name, **dm.model_args(), max_seq_len=12, topk=[5, 10])
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          use_distributed_sampler=False, num_sanity_val_steps=0)
@@ -59,19 +63,20 @@ def test_model_trains_evaluates_and_reloads(name, datamodules):
                    and not torch.equal(v, before[k])]
         assert changed, "no parameter moved after three training steps"
     valid = model.last_metrics["valid"]
-    expected = ["auc", "gauc", "logloss"] if cls.eval_kind == "pointwise" else ["recall@5", "ndcg@10", "hit@10"]
+    expected = {"pointwise": ["auc", "gauc", "logloss"], "ranking": ["recall@5", "ndcg@10", "hit@10"]}.get(
+        cls.eval_kind, list(cls.metric_keys))
+    assert expected, f"{name}: eval_kind {cls.eval_kind!r} declares no metric_keys"
     for key in expected:
         assert key in valid and math.isfinite(valid[key]), (key, valid)
 
     # the state dict alone (what a checkpoint holds) rebuilds the same scores
     model.eval()
     batch = dm.eval_dataset("test")[torch.arange(8)]
-    fresh = create_model(name, num_users=dm.num_users, num_items=dm.num_items, max_seq_len=12, topk=[5, 10])
+    fresh = create_model(name, **dm.model_args(), max_seq_len=12, topk=[5, 10])
     fresh.load_state_dict(model.state_dict())
     fresh.eval()
     with torch.no_grad():
-        a = model.score(batch) if cls.eval_kind == "pointwise" else model.full_scores(batch)
-        b = fresh.score(batch) if cls.eval_kind == "pointwise" else fresh.full_scores(batch)
+        a, b = (m.full_scores(batch) if cls.eval_kind == "ranking" else m(batch) for m in (model, fresh))
     torch.testing.assert_close(a, b)
 
 
@@ -94,9 +99,9 @@ def test_edge_part_exports_and_serves_without_torch(name, datamodules, tmp_path)
     from recstudio_edge.edge.protocol import edge_parts_of
     from recstudio_edge.edge.runtime import EdgeRouter
 
-    dm = datamodules(cls.data_kind)
+    dm = datamodules(cls)
     torch.manual_seed(0)
-    model = create_model(name, num_users=dm.num_users, num_items=dm.num_items, max_seq_len=12, topk=[5, 10]).eval()
+    model = create_model(name, **dm.model_args(), max_seq_len=12, topk=[5, 10]).eval()
     variant, part = edge_parts_of(model).first()
     reports = export_edge_models(model, tmp_path, variants=[variant])
     (report,) = reports.values()
@@ -104,6 +109,9 @@ def test_edge_part_exports_and_serves_without_torch(name, datamodules, tmp_path)
     router = EdgeRouter([report["path"]])
     batch = dm.eval_dataset("test")[torch.arange(8)]
     names = part.input_names
+    from recstudio_edge.infer import _cloud_feed
+
+    batch = _cloud_feed(edge_parts_of(model), batch)  # device inputs the rows lack: from the cloud part
     feed = {n: batch[n] for n in names} if set(names) <= set(batch) else part.example_inputs(8)
     feed.update({k: torch.full((8,), int(v)) for k, v in part.rows.items()})  # rows of the variant's kind
     with torch.no_grad():

@@ -63,6 +63,7 @@ from ...progress import progress
 from ..errors import DataError
 
 FIELDS = ("user_id", "target_id", "clk_sequence", "label", "group_id")
+KINDS, HOLDS = ("ctr",), "CTR"  # the data kinds these files serve, and what they hold (in errors)
 SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 
 
@@ -356,6 +357,13 @@ class SampleFiles:
         self.stats = {f"{k}_rows": float(len(s)) for k, s in self.samples.items()}
         self.stats.update(skipped_lines=float(sum(s.skipped for s in every)))
 
+    def stages(self) -> set:
+        """The stages whose file was read."""
+        return set(self.samples)
+
+    def model_args(self) -> Dict[str, Any]:
+        return {}
+
     def item_counts(self) -> torch.Tensor:
         """Positive training rows per target item."""
         tr = self.samples["train"]
@@ -386,6 +394,13 @@ class SampleFiles:
 
     def eval(self, kind: str, stage: str):
         return self._dataset(kind, stage)
+
+
+def open_source(folder, cfg: Dict[str, Any]) -> SampleFiles:
+    """``data.format: pinrec``: the sample files of ``folder`` as ``RecDataModule``'s source
+    (``data.files``, ``data.max_seq_len``, ``data.group_num``, ``data.on_bad_line`` apply)."""
+    return SampleFiles(folder, cfg.get("files") or None, int(cfg.get("max_seq_len", 50)),
+                       int(cfg.get("group_num") or 0) or None, cfg.get("on_bad_line", "error"))
 
 
 # ---- command line --------------------------------------------------------------------------------------
