@@ -183,16 +183,23 @@ def find_named_config(folder: str, name: str) -> Optional[Path]:
     return None
 
 
+def config_schema(model: Optional[str] = None) -> Dict[str, Any]:
+    """The known keys of a run of ``model``: ``base.yaml`` merged with ``configs/model/<model>.yaml``.
+    A model's YAML may bring keys of its own (MCRec's ``mcrec:`` section, ECRec's ``data.edge_len``):
+    for runs of that model they are known keys, validated like base.yaml's, for other models not."""
+    schema = load_yaml(CONFIG_DIR / "base.yaml")
+    mpath = find_named_config("model", model) if model else None
+    return merge(schema, load_yaml(mpath)) if mpath is not None else schema
+
+
 def build_config(model: str, dataset: Optional[str], config_file: Optional[str],
                  overrides: Dict[str, str], model_cls=None) -> Dict[str, Any]:
     """Merge the layers, apply ``overrides`` ({dotted or leaf key: text}), validate, return."""
-    schema = load_yaml(CONFIG_DIR / "base.yaml")
+    schema = config_schema(model)
     layers = []
     mpath = find_named_config("model", model)
     if mpath is not None:
-        # a model's YAML may bring keys of its own (MCRec's mcrec: section, ECRec's data.edge_len):
-        # for runs of that model they are known keys, validated like base.yaml's
-        schema = merge(schema, load_yaml(mpath))
+        layers.append(mpath)
     cfg = copy.deepcopy(schema)
     if dataset:
         dpath = find_named_config("data", dataset)

@@ -110,3 +110,51 @@ def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     import re
 
     assert re.search(message, err), err
+
+
+def _configs_with(tmp_path, monkeypatch, model: str, text: str):
+    """A copy of configs/ whose ``model/<model>.yaml`` is ``text``, used by build_config."""
+    import shutil
+
+    import recstudio_edge.config as config
+
+    root = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR, root)
+    (root / "model" / f"{model}.yaml").write_text(text)
+    monkeypatch.setattr(config, "CONFIG_DIR", root)
+    return root
+
+
+def test_keys_of_a_models_own_yaml_are_known_for_that_model_only(tmp_path, monkeypatch):
+    _configs_with(tmp_path, monkeypatch, "BPR", "data:\n  extra_knob: 3\nbprx:\n  alpha: 1.0\n")
+    bpr, din = get_model_class("BPR"), get_model_class("DIN")
+    cfg = build_config("BPR", "ml-100k", None, {"bprx.alpha": "2.5", "extra_knob": "4"}, bpr)
+    assert cfg["bprx"] == {"alpha": 2.5} and cfg["data"]["extra_knob"] == 4
+    assert build_config("BPR", "ml-100k", None, {}, bpr)["bprx"]["alpha"] == 1.0
+    with pytest.raises(ConfigError, match=r"unknown key 'bprx.alpah'.*bprx\.alpha"):
+        build_config("BPR", "ml-100k", None, {"bprx.alpah": "2"}, bpr)
+    with pytest.raises(ConfigError, match=r"unknown key 'bprx'"):  # another model does not know it
+        build_config("DIN", "ml-100k", None, {"bprx.alpha": "2"}, din)
+
+
+def test_every_key_a_model_yaml_adds_is_read_by_the_code():
+    """A key that only a model's YAML has (beyond base.yaml) is a key nobody validates against a
+    second source: it must at least be read somewhere in the package, so a typo in a model YAML
+    (which would make a new, silently ignored key) fails here."""
+    import re
+    from pathlib import Path
+
+    from recstudio_edge.config import CONFIG_DIR, leaves, load_yaml
+
+    base = set(leaves(load_yaml(CONFIG_DIR / "base.yaml")))
+    code = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "recstudio_edge").rglob("*.py"))
+    unread = []
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        for key in leaves(load_yaml(path)):
+            top = key.split(".", 1)[0]
+            if key in base or top in ("model", "trainer", "tune") or any(key.startswith(b + ".") for b in base):
+                continue
+            leaf = key.rsplit(".", 1)[-1]
+            if not re.search(rf"""["']{re.escape(leaf)}["']""", code):
+                unread.append(f"{path.name}: {key}")
+    assert not unread, f"model YAML keys no code reads (a typo?): {unread}"

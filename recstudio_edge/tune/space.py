@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from ..config import (CONFIG_DIR, ConfigError, get_dotted, leaves, load_yaml, parse_value, resolve_key, set_dotted,
+from ..config import (ConfigError, get_dotted, leaves, load_yaml, parse_value, resolve_key, set_dotted,
                       validate)
 from ..names import did_you_mean
 from ..registry import constructor_params
@@ -36,8 +36,11 @@ MANAGED = ("num_users", "num_items", "lr", "weight_decay", "optimizer", "topk", 
            "max_seq_len")
 
 
-def schema() -> Dict[str, Any]:
-    return load_yaml(CONFIG_DIR / "base.yaml")
+def schema(model_cls=None) -> Dict[str, Any]:
+    """The known keys (``config.config_schema``: base.yaml and the model's own YAML keys)."""
+    from ..config import config_schema
+
+    return config_schema(getattr(model_cls, "registry_name", None) if model_cls is not None else None)
 
 
 def known_keys(base: Dict[str, Any], model_cls=None) -> List[str]:
@@ -45,7 +48,7 @@ def known_keys(base: Dict[str, Any], model_cls=None) -> List[str]:
     leaf name such as ``embed_dim`` resolves to ``model.embed_dim``)."""
     known = leaves(base)
     if model_cls is not None:
-        known += [f"model.{p}" for p in constructor_params(model_cls) if p not in MANAGED]
+        known += [f"model.{p}" for p in constructor_params(model_cls) if p not in MANAGED and f"model.{p}" not in known]
     return known
 
 
@@ -112,7 +115,7 @@ def resolve_space(space: Dict[str, Any], model_cls=None, where: str = "search sp
 
     An unknown key is a ``ConfigError`` naming the closest config key.
     """
-    base = schema()
+    base = schema(model_cls)
     known = known_keys(base, model_cls)
     flat = flatten_space(space, where=where)
     out: Dict[str, Dict] = {}
@@ -197,7 +200,7 @@ def apply_params(cfg: Dict[str, Any], params: Optional[Dict[str, Any]], model_cl
     out = copy.deepcopy(cfg)
     if not params:
         return out
-    base = schema()
+    base = schema(model_cls)
     known = known_keys(base, model_cls)
     layer: Dict[str, Any] = {}
     for key, value in params.items():
