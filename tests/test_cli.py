@@ -152,3 +152,32 @@ def test_pinrec_trains_from_its_sample_files(run_cli, tmp_path):
                        "--epochs=3", QUIET, tiny=False)
     assert 0.5 < res["test"]["auc"] <= 1.0 and "auc_g0" in res["test"]
     assert (run / "best.ckpt").exists()
+
+
+def test_infer_on_sample_files_scores_the_test_rows_in_torch_and_onnx(run_cli, tmp_path):
+    """--task=infer on a seed format's files (infer.infer_source): one line per test row, in order,
+    with the row's ids and label and the model's probability; the exported edge model in
+    onnxruntime (--backend=onnx) writes the same figures."""
+    import shutil
+
+    from recstudio_edge.data.formats.pinrec import read_samples
+
+    data = tmp_path / "files"
+    shutil.copytree(ROOT / "datasets" / "sample-pinrec", data / "sample-pinrec")
+    common = ("-m=DIN", "-d=sample-pinrec", f"--data_dir={data}", QUIET)
+    _, run = run_cli(*common, "--epochs=1", tiny=False)
+    outs = {}
+    for backend in ("torch", "onnx"):
+        res, inf = run_cli(*common, "--task=infer", f"--ckpt={run / 'best.ckpt'}", f"--backend={backend}", tiny=False)
+        lines = Path(res["output"]).read_text().splitlines()
+        outs[backend] = lines
+    test = read_samples(data / "sample-pinrec" / "test.txt", 50)
+    header, *rows = outs["torch"]
+    assert header.split("\t") == ["user_id", "item_id", "label", "group_id", "score"] and len(rows) == len(test)
+    first = rows[0].split("\t")
+    assert [int(first[0]), int(first[1]), int(float(first[2]))] == [int(test.user_id[0]), int(test.target_id[0]),
+                                                                   int(test.label[0])]
+    torch_p = torch.tensor([float(r.split("\t")[-1]) for r in rows])
+    onnx_p = torch.tensor([float(r.split("\t")[-1]) for r in outs["onnx"][1:]])
+    assert ((torch_p > 0) & (torch_p < 1)).all() and torch_p.std() > 0
+    torch.testing.assert_close(onnx_p, torch_p, atol=1e-5, rtol=1e-4)
