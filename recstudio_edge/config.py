@@ -211,8 +211,9 @@ def build_config(model: str, dataset: Optional[str], config_file: Optional[str],
         layer = load_yaml(path)
         validate(layer, schema, model_cls, where=str(path))
         cfg = merge(cfg, layer)
-    if dataset:
-        cfg["data"]["name"] = dpath.stem if dpath is not None else dataset
+    if dataset:  # the data file's own name: when it sets one (ml-1m-graph.yaml reads <data_dir>/ml-1m/), else its stem
+        named = (load_yaml(dpath).get("data") or {}).get("name") if dpath is not None else None
+        cfg["data"]["name"] = str(named) if named else (dpath.stem if dpath is not None else dataset)
     known = leaves(schema)
     if model_cls is not None:  # --embed_dim=32 means --model.embed_dim=32
         known += [f"model.{p}" for p in constructor_params(model_cls)
