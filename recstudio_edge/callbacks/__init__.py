@@ -14,6 +14,7 @@ from .onnx_export import OnnxExport
 
 FROM_CONFIG = (
     "recstudio_edge.callbacks.plugin_stage:plugin_stage_from_config",  # PINRec's stage switch
+    "recstudio_edge.callbacks.memory_update:memory_update_from_config",  # memory_update: (ECRec's memory refresh)
     "recstudio_edge.callbacks.onnx_export:export_after_fit",  # export.after_fit
 )
 
