@@ -192,6 +192,16 @@ def write_rows(path, kind: str, rows: Dict[str, Any], max_seq_len: Optional[int]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        _write_lines(tmp, kind, a, L, extra)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def _write_lines(tmp: Path, kind: str, a: Dict[str, np.ndarray], L: int, extra: bool) -> None:
     with open(tmp, "w") as f:
         for r in range(a["seq"].shape[0]):
             fields = [_seq_text(a["seq"][r], L)]
@@ -205,8 +215,6 @@ def write_rows(path, kind: str, rows: Dict[str, Any], max_seq_len: Optional[int]
                 if extra:
                     fields += [_seq_text(a["session_seq"][r], L), str(int(a["request"][r]))]
             f.write("\t".join(fields) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 # ---- sessions over per-user time-ordered lists ----------------------------------------------------------
