@@ -178,31 +178,43 @@ def batch_of(g: Graph, nodes: torch.Tensor, hops: int = 0) -> Dict[str, torch.Te
             "edge_index": sub_ei, "edge_weight": sub_w}
 
 
-def ego_batch(g: Graph, nodes: Sequence[int], k: int, norm: str = "full") -> Dict[str, torch.Tensor]:
-    """One k-hop ego graph per node of ``nodes``, disjoint, as one batch (``target``: each centre):
-    what a device holds for a node. ``norm="full"``: the full graph's ``A_hat`` weights (sent by the
-    cloud), ``"ego"``: ``A_hat`` of the ego graph alone (computed on the device)."""
-    from torch_geometric.utils import k_hop_subgraph
-
+def ego_batch(g: Graph, nodes: Sequence[int], k: int, norm: str = "full", chunk: int = 256) -> Dict[str, torch.Tensor]:
+    """One k-hop ego graph per node of ``nodes`` (the nodes within ``k`` hops and every edge among
+    them), disjoint, as one batch (``target``: each centre): what a device holds for a node.
+    ``norm="full"``: the full graph's ``A_hat`` weights (sent by the cloud), ``"ego"``: ``A_hat`` of the
+    ego graph alone (computed on the device). Vectorised over ``chunk`` nodes at a time (a
+    breadth-first search of all of them at once on the sparse adjacency)."""
     if norm not in ("full", "ego"):
         raise ValueError(f"norm must be 'full' or 'ego', got {norm!r}")
+    idx = torch.as_tensor(nodes, dtype=torch.long).flatten()
+    if idx.numel() > chunk:
+        parts = [ego_batch(g, idx[s:s + chunk], k, norm, chunk) for s in range(0, idx.numel(), chunk)]
+        out, offset = {key: [] for key in parts[0]}, 0
+        for b in parts:
+            for key in ("node_id", "label", "x", "edge_weight"):
+                out[key].append(b[key])
+            out["target"].append(b["target"] + offset)
+            out["edge_index"].append(b["edge_index"] + offset)
+            offset += b["x"].shape[0]
+        return {key: torch.cat(v, 1 if key == "edge_index" else 0) for key, v in out.items()}
     ei, w = g.normalized()
-    xs, eis, ws, targets, offset = [], [], [], [], 0
-    for v in torch.as_tensor(nodes, dtype=torch.long).tolist():
-        subset, sub_ei, mapping, emask = k_hop_subgraph(v, int(k), ei, relabel_nodes=True, num_nodes=g.num_nodes)
-        if norm == "full":
-            sub_w = w[emask]
-        else:
-            plain = sub_ei[:, sub_ei[0] != sub_ei[1]]
-            sub_ei, sub_w = gcn_normalize(plain, subset.numel())
-        xs.append(g.x[subset])
-        eis.append(sub_ei + offset)
-        ws.append(sub_w)
-        targets.append(mapping + offset)
-        offset += subset.numel()
-    idx = torch.as_tensor(nodes, dtype=torch.long)
-    return {"node_id": g.node_id[idx], "label": g.y[idx], "target": torch.cat(targets), "x": torch.cat(xs),
-            "edge_index": torch.cat(eis, 1), "edge_weight": torch.cat(ws)}
+    n, t = g.num_nodes, idx.numel()
+    adj = torch.sparse_coo_tensor(ei, torch.ones(ei.shape[1]), (n, n), check_invariants=True).coalesce()
+    reach = torch.zeros(t, n, dtype=torch.bool)
+    reach[torch.arange(t), idx] = True
+    for _ in range(int(k)):
+        reach = reach | (torch.sparse.mm(adj, reach.t().float()).t() > 0)
+    pos = torch.cumsum(reach.flatten().long(), 0) - 1  # (centre, node) -> its row in the batch
+    _, node_v = torch.nonzero(reach, as_tuple=True)
+    te, e = torch.nonzero(reach[:, ei[0]] & reach[:, ei[1]], as_tuple=True)  # edges inside each ego graph
+    src, dst = pos[te * n + ei[0, e]], pos[te * n + ei[1, e]]
+    if norm == "full":
+        sub_ei, sub_w = torch.stack([src, dst]), w[e]
+    else:  # the disjoint union's own degrees are each ego graph's
+        plain = src != dst
+        sub_ei, sub_w = gcn_normalize(torch.stack([src[plain], dst[plain]]), int(node_v.numel()))
+    return {"node_id": g.node_id[idx], "label": g.y[idx], "target": pos[torch.arange(t) * n + idx],
+            "x": g.x[node_v], "edge_index": sub_ei, "edge_weight": sub_w}
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -576,7 +588,7 @@ class GraphSource:
         self.num_users, self.num_items, self.group_num = 0, int(g.node_id.max()) + 1, 0
         counts = {s: int((g.stage == i).sum()) for i, s in enumerate(STAGES)}
         self.stats = {"nodes": float(g.num_nodes), "edges": float(g.edge_index.shape[1] // 2),
-                      "graphs": float(int(g.components().max()) + 1), "features": float(g.x.shape[1]),
+                      "components": float(int(g.components().max()) + 1), "features": float(g.x.shape[1]),
                       "classes": float(g.num_classes), **{f"{s}_nodes": float(c) for s, c in counts.items()},
                       "mean_degree": float(g.edge_index.shape[1] / max(g.num_nodes, 1)),
                       "label_rate": float(g.y.mean()) if g.y.numel() else 0.0}
