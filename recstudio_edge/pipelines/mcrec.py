@@ -12,11 +12,14 @@ Steps, each leaving its artefacts in the run folder:
    replayed on the request's next K exposures (its rows) and scored by log-loss; the label is
    the choice with the lowest, a costlier choice (cost order 0 < 2 < 1) needing to beat the
    cheaper pick by more than ``mcrec.tie_margin`` -> ``decisions_valid.tsv`` /
-   ``decisions_test.tsv`` in the controller format (``hist_seq, choice``);
+   ``decisions_test.tsv`` in the controller format (``hist_seq, choice``, with the three replayed
+   log-losses as optional trailing fields);
 4. ``controller``: its item table first copied from ORec's (``mcrec.controller_init: orec``: a
    few thousand decisions cannot learn an item table; both run on the device), trained on the
    valid decisions (a ``mcrec.controller_valid_share`` of them held
-   out to pick the best epoch by accuracy; ``model.label_smoothing``) -> ``controller.ckpt``, and
+   out to pick the best epoch by accuracy; ``model.label_smoothing``; ``model.controller_loss:
+   regret`` trains on the replayed losses instead, each choice's cost being ``tie_margin`` per
+   step of the cost order) -> ``controller.ckpt``, and
    ``best.ckpt`` (the whole model, what ``--task=test|infer|export --ckpt`` take);
 5. the report on the test requests: AUC and log-loss of always-0, always-1, always-2, the
    controller's routing, a random router with the routing's mix of choices (mean of
@@ -264,8 +267,9 @@ def build_decisions(run, m) -> Dict[str, Dict[str, torch.Tensor]]:
         rows = src.stage_rows(stage).rows
         logits = choice_logits(run.model, rows)
         local, first = requests_of(rows)
-        pick = decide(replay_losses(logits, rows["label"], local), float(m["tie_margin"]))
-        dec = {"seq": rows["seq"][first], "choice": pick}
+        losses = replay_losses(logits, rows["label"], local)
+        pick = decide(losses, float(m["tie_margin"]))
+        dec = {"seq": rows["seq"][first], "choice": pick, "replay_loss": losses}
         write_rows(run.run_dir / f"decisions_{stage}.tsv", "controller", dec)
         share = torch.bincount(pick, minlength=3).float() / max(pick.numel(), 1)
         _say(f"step decisions: {stage} {pick.numel()} requests, best choice 0/1/2 "
@@ -281,7 +285,7 @@ def read_decisions(folder: Path, L: int) -> Dict[str, Dict[str, torch.Tensor]]:
         if not p.exists():
             raise ConfigError(f"--mcrec.from={folder}: no decisions_{stage}.tsv (run the decisions step first)")
         r = read_rows(p, "controller", L)
-        out[stage] = {"seq": r["seq"], "choice": r["choice"]}
+        out[stage] = {k: r[k] for k in ("seq", "choice", "replay_loss") if k in r}
     return out
 
 
@@ -298,6 +302,11 @@ def train_controller(run, decisions, m, extra_callbacks=()):
             dst_emb.copy_(src_emb)
     d = dict(decisions["valid"])
     n = int(d["choice"].numel())
+    if "replay_loss" in d:  # the regret objective's targets: each choice's log-loss plus its cost, minus the best
+        rank = torch.zeros(3)
+        rank[list(COST_ORDER)] = torch.arange(3, dtype=torch.float32)
+        cost = d.pop("replay_loss") + float(m["tie_margin"]) * rank
+        d["regret"] = cost - cost.min(1, keepdim=True).values
     d["user_id"] = torch.arange(n)  # the training loop counts rows by user_id
     g = torch.Generator().manual_seed(int(run.cfg["seed"]))
     perm = torch.randperm(n, generator=g)

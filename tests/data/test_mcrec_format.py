@@ -32,8 +32,11 @@ def test_each_format_round_trips(tmp_path, kind):
     back = mcrec.read_rows(p, kind, 6)
     torch.testing.assert_close(back["seq"], rows["seq"])
     if kind == "controller":
-        assert back["choice"].tolist() == rows["choice"].tolist()
-        assert len(p.read_text().splitlines()[0].split("\t")) == 2
+        assert back["choice"].tolist() == rows["choice"].tolist() and "replay_loss" not in back
+        assert len(p.read_text().splitlines()[0].split("\t")) == 2  # the release's two fields
+        losses = torch.tensor([[0.5, 0.25, 0.125], [1.0, 2.0, 0.0], [0.3, 0.3, 0.3], [0.7, 0.1, 0.2], [0.0, 0.0, 0.0]])
+        p2 = mcrec.write_rows(tmp_path / "with_losses.tsv", kind, {**rows, "replay_loss": losses}, max_seq_len=6)
+        torch.testing.assert_close(mcrec.read_rows(p2, kind, 6)["replay_loss"], losses)
         return
     assert back["item_id"].tolist() == rows["item_id"].tolist() and back["label"].tolist() == rows["label"].tolist()
     torch.testing.assert_close(back["session_seq"], rows["session_seq"])
@@ -69,6 +72,7 @@ def test_release_rows_read_any_padding_and_keep_the_latest(tmp_path):
     ("orec", "1,2\t3\t1.5\t1", "prior_score", "[0, 1]"),
     ("orec", "1,2\t3\tabc\t1", "prior_score", "number"),
     ("controller", "1,2\t3", "choice", "0..2"),
+    ("controller", "1,2\t1\t0.5\t-1\t0.2", "loss_1", "log-loss >= 0"),
 ])
 def test_bad_rows_name_file_line_and_field(tmp_path, kind, line, field, needle):
     p = tmp_path / "f.tsv"

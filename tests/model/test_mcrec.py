@@ -79,6 +79,18 @@ def test_orec_trains_on_crec_float_session_scores():
     torch.testing.assert_close(logits[:, DEVICE], m.orec(b["item_id"], b["seq"], prior))
 
 
+def test_the_regret_objective_is_the_expected_regret_of_the_choice():
+    torch.manual_seed(0)
+    m = MCRec(num_items=30, embed_dim=8, orec_dim=4, controller_dim=4, controller_loss="regret")
+    m.set_phase("controller")
+    b = {"seq": torch.randint(0, 30, (4, 5)), "choice": torch.tensor([0, 1, 2, 0]),
+         "regret": torch.tensor([[0.0, 0.3, 0.1], [0.2, 0.0, 0.4], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])}
+    p = torch.softmax(m.controller(b["seq"]), -1)
+    torch.testing.assert_close(m.compute_loss(b), (p * b["regret"]).sum(-1).mean())
+    m.controller_loss = "ce"
+    torch.testing.assert_close(m.compute_loss(b), torch.nn.functional.cross_entropy(m.controller(b["seq"]), b["choice"]))
+
+
 # ---- decision labels and routing -------------------------------------------------------------------------
 def test_labels_are_the_lowest_logloss_with_ties_to_the_cheaper_choice():
     logits = torch.tensor([[2.0, 2.0, -1.0], [2.0, 2.0, -1.0], [-1.0, 2.0, 1.0], [-1.0, 2.0, 1.0], [0.5, 0.5, 0.5]])

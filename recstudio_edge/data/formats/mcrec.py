@@ -23,6 +23,10 @@ counterfactual decision dataset needs and release files lack:
 - ``request``: an integer >= 0 grouping the rows of one request (its candidates and the next K
   exposures the replay scores); absent: each row is its own request.
 
+and three of controller rows (all or none): ``loss_0, loss_1, loss_2``, the request's replayed
+log-loss under each choice (what the decision dataset's label was chosen from; the controller's
+``regret`` objective trains on them).
+
 Malformed rows raise ``DataError`` as ``file:line: field 'x': what is wrong``; written files go
 to a temporary name and are renamed when complete.
 
@@ -66,6 +70,7 @@ KINDS, HOLDS = ("ctr",), "MCRec CTR"
 COLUMNS = {"crec": ("hist_seq", "cand", "label"), "orec": ("hist_seq", "cand", "prior_score", "label"),
            "controller": ("hist_seq", "choice")}
 EXTRA = ("session_seq", "request")  # optional trailing fields of crec / orec rows
+LOSSES = ("loss_0", "loss_1", "loss_2")  # optional trailing fields of controller rows (the replay's log-losses)
 CHOICES = {0: "cloud session recommendation", 1: "cloud real-time refresh", 2: "on-device rerank"}
 STAGES = ("train", "valid", "test")
 DEFAULT_LEN = 50
@@ -119,15 +124,17 @@ def read_rows(path, kind: str, max_seq_len: int = DEFAULT_LEN) -> Dict[str, torc
         raise DataError(str(path), message="file not found")
     cols, L, where = COLUMNS[kind], int(max_seq_len), str(path)
     extra_ok = kind != "controller"
-    hist, sess, cand, label, prior, choice, req, lines = [], [], [], [], [], [], [], []
+    hist, sess, cand, label, prior, choice, req, lines, losses = [], [], [], [], [], [], [], [], []
     with open(path, newline=None) as f:
         for n, text in enumerate(f, start=1):
             text = text.rstrip("\r\n")
             if not text.strip() or (n == 1 and text.strip().lower().startswith("hist_seq")):
                 continue
             parts = text.split("\t")
-            if len(parts) != len(cols) and not (extra_ok and len(parts) == len(cols) + len(EXTRA)):
-                want = f"{len(cols)}" + (f" (or {len(cols) + len(EXTRA)} with {', '.join(EXTRA)})" if extra_ok else "")
+            n_extra = len(EXTRA) if extra_ok else len(LOSSES)
+            if len(parts) != len(cols) and len(parts) != len(cols) + n_extra:
+                names = EXTRA if extra_ok else LOSSES
+                want = f"{len(cols)} (or {len(cols) + n_extra} with {', '.join(names)})"
                 raise DataError(where, n, None, f"expected {want} tab-separated fields ({', '.join(cols)}), "
                                                 f"got {len(parts)}: {text[:80]!r}")
             f_ = dict(zip(cols, parts))
@@ -135,6 +142,17 @@ def read_rows(path, kind: str, max_seq_len: int = DEFAULT_LEN) -> Dict[str, torc
             hist.append(h)
             if kind == "controller":
                 choice.append(_int(f_["choice"], where, n, "choice", 0, 2))
+                if len(parts) > len(cols):
+                    row = []
+                    for name, text in zip(LOSSES, parts[len(cols):]):
+                        try:
+                            v = float(text)
+                        except ValueError:
+                            raise DataError(where, n, name, f"expected a number, got {text!r}") from None
+                        if not v >= 0.0 or v == float("inf"):
+                            raise DataError(where, n, name, f"expected a log-loss >= 0, got {text!r}")
+                        row.append(v)
+                    losses.append(row)
             else:
                 cand.append(_int(f_["cand"], where, n, "cand", low=1))
                 lab = f_["label"].strip()
@@ -162,6 +180,10 @@ def read_rows(path, kind: str, max_seq_len: int = DEFAULT_LEN) -> Dict[str, torc
     out = {"seq": seq, "seq_len": (seq != 0).sum(1), "lines": torch.tensor(lines)}
     if kind == "controller":
         out["choice"] = torch.tensor(choice, dtype=torch.long)
+        if losses:
+            if len(losses) != len(lines):
+                raise DataError(where, message=f"some rows carry {', '.join(LOSSES)} and some do not")
+            out["replay_loss"] = torch.tensor(losses, dtype=torch.float32)
         return out
     out.update(item_id=torch.tensor(cand, dtype=torch.long), label=torch.tensor(label),
                session_seq=_pad(sess, L), request=torch.tensor(req, dtype=torch.long))
@@ -207,6 +229,8 @@ def _write_lines(tmp: Path, kind: str, a: Dict[str, np.ndarray], L: int, extra: 
             fields = [_seq_text(a["seq"][r], L)]
             if kind == "controller":
                 fields.append(str(int(a["choice"][r])))
+                if "replay_loss" in a:
+                    fields += [f"{float(v):.6g}" for v in a["replay_loss"][r]]
             else:
                 fields.append(str(int(a["item_id"][r])))
                 if kind == "orec":

@@ -28,7 +28,9 @@ prior. Cost order (ties go to the cheaper): 0, then 2 (device compute), then 1 (
 ``MCRec`` holds the three; ``phase`` says what a training step trains (the pipeline,
 ``recstudio_edge/pipelines/mcrec.py``, sets it per step): ``crec`` (CRec's BCE on fresh
 histories), ``orec`` (ORec's BCE, CRec frozen, its session score as the prior), ``controller``
-(cross-entropy on the counterfactual choices, optional label smoothing), ``joint`` (CRec + ORec, the
+(cross-entropy on the counterfactual choices, optional label smoothing; or, with
+``controller_loss: regret``, the expected regret of its choice under the replayed log-losses),
+``joint`` (CRec + ORec, the
 controller too when a batch carries ``choice``: what a plain ``trainer.fit`` does). ``score`` is
 phase's model in ``crec`` / ``orec``, else the routed system: the controller's choice per row.
 
@@ -179,7 +181,8 @@ class MCRec(TowerFree):
     decision_metric_keys = ("accuracy", "choice_logloss")
 
     def __init__(self, num_items: int, embed_dim: int = 64, orec_dim: int = 16, controller_dim: int = 16,
-                 recent: int = 5, prior_eps: float = 1e-4, label_smoothing: float = 0.0, **base):
+                 recent: int = 5, prior_eps: float = 1e-4, label_smoothing: float = 0.0,
+                 controller_loss: str = "ce", **base):
         base.setdefault("num_users", 0)
         super().__init__(num_items=num_items, **base)
         if not 0.0 <= float(label_smoothing) < 1.0:
@@ -188,6 +191,9 @@ class MCRec(TowerFree):
         self.orec = ORecNet(self.num_items, int(orec_dim), prior_eps)
         self.controller = ControllerNet(self.num_items, int(controller_dim), recent)
         self.label_smoothing = float(label_smoothing)
+        if controller_loss not in ("ce", "regret"):
+            raise ValueError(f"controller_loss must be ce or regret, got {controller_loss!r}")
+        self.controller_loss = controller_loss
         self.cloud_budget = None  # share of requests the routed score may send to the cloud (None: no cap)
         self.phase = "joint"
 
@@ -238,8 +244,7 @@ class MCRec(TowerFree):
     def compute_loss(self, batch):
         y = batch.get("label")
         if self.phase == "controller":
-            return F.cross_entropy(self.controller(batch["seq"]), batch["choice"],
-                                   label_smoothing=self.label_smoothing)
+            return self.choice_loss(batch)
         loss = 0.0
         if self.phase in ("crec", "joint"):
             loss = loss + F.binary_cross_entropy_with_logits(self.crec(batch["item_id"], batch["seq"]), y.float())
@@ -252,9 +257,18 @@ class MCRec(TowerFree):
             loss = loss + F.binary_cross_entropy_with_logits(self.orec(batch["item_id"], batch["seq"], prior),
                                                              y.float())
         if self.phase == "joint" and "choice" in batch:
-            loss = loss + F.cross_entropy(self.controller(batch["seq"]), batch["choice"],
-                                          label_smoothing=self.label_smoothing)
+            loss = loss + self.choice_loss(batch)
         return loss
+
+    def choice_loss(self, batch) -> torch.Tensor:
+        """The controller's loss on decision rows: cross-entropy on ``choice`` (``ce``, with label
+        smoothing), or with ``regret`` (rows carrying ``regret [B, 3]``: each choice's replayed
+        log-loss plus its cost, minus the row's best) the expected regret of choosing by the
+        controller's probabilities: requests where the choice matters weigh more."""
+        logits = self.controller(batch["seq"])
+        if self.controller_loss == "regret" and "regret" in batch:
+            return (torch.softmax(logits, -1) * batch["regret"]).sum(-1).mean()
+        return F.cross_entropy(logits, batch["choice"], label_smoothing=self.label_smoothing)
 
     # ---- on device --------------------------------------------------------------------------------
     def edge_parts(self) -> EdgeParts:
