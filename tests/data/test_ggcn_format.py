@@ -128,6 +128,8 @@ def test_batches_carry_the_graph_with_the_full_graphs_weights(files):
     assert one["x"].shape[0] == len(nbrs)
     with pytest.raises(DataError, match="holds a graph; this model trains on 'ctr'"):
         src.train("ctr")
+    new = src.read_input(prefix)  # --task=infer --input: every node of a graph file
+    assert len(new) == g.num_nodes and torch.equal(new[torch.arange(3)]["node_id"], torch.arange(3))
 
 
 def test_ego_graphs_and_their_own_normalisation():

@@ -618,6 +618,17 @@ class GraphSource:
             raise DataError(self.where or None, message=f"no {stage} node in the graph")
         return BatchDataset(rows.numel(), lambda idx: batch_of(self.g, rows[idx], self.hops))
 
+    def read_input(self, path):
+        """``--task=infer --input=<prefix>-G.json``: every node of other GraphSAGE files (a new graph),
+        scored on its own graph; its features must be this data's."""
+        from ..dataset import BatchDataset
+
+        g = read_graphsage(path)
+        if g.x.shape[1] != self.g.x.shape[1]:
+            raise DataError(str(prefix_of(path)) + SUFFIXES["feats"],
+                            message=f"{g.x.shape[1]} features per node; the model was trained on {self.g.x.shape[1]}")
+        return BatchDataset(g.num_nodes, lambda idx: batch_of(g, idx, self.hops))
+
     def train(self, kind: str):
         return self._dataset(kind, "train")
 
