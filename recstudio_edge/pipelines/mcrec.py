@@ -144,9 +144,10 @@ def system_figures(logits, label, local, choice_per_request) -> Dict[str, float]
 
 @torch.no_grad()
 def controller_probs(model, seq: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """``MCRec.routing_probs`` of every row of ``seq`` (what the routing takes the argmax of)."""
     model.eval()
     dev = next(model.parameters()).device
-    out = [torch.softmax(model.controller(seq[s:s + batch_size].to(dev)), -1).float().cpu()
+    out = [model.routing_probs(seq[s:s + batch_size].to(dev)).float().cpu()
            for s in range(0, seq.shape[0], batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 3)
 
@@ -161,6 +162,8 @@ def report(model, rows, m, seed: int = 0, decisions: Optional[torch.Tensor] = No
     labels = oracle if decisions is None else decisions
     prob = controller_probs(model, rows["seq"][first])
     routed = budget_route(prob, m["cloud_budget"])
+    raw = torch.softmax(torch.log(prob.clamp(min=1e-12)) + torch.log(model.choice_prior.cpu().clamp(min=1e-3)), -1) \
+        if model.route_rule == "balanced" else prob  # the controller's own probabilities
     R = routed.numel()
     table = {}
     for c in range(3):
@@ -182,7 +185,8 @@ def report(model, rows, m, seed: int = 0, decisions: Optional[torch.Tensor] = No
            "routed_share": {str(c): float(share[c]) for c in range(3)},
            "oracle_share": {str(c): float(label_share[c]) for c in range(3)},
            "cloud_share": float(share[REFRESH]),
-           "accuracy": float((prob.argmax(-1) == labels).float().mean()) if R else 0.0,
+           "accuracy": float((raw.argmax(-1) == labels).float().mean()) if R else 0.0,
+           "route": model.route_rule, "choice_prior": [float(x) for x in model.choice_prior.cpu()],
            "routed_accuracy": float((routed == labels).float().mean()) if R else 0.0,
            "cloud_budget": m["cloud_budget"]}
     return out
@@ -316,6 +320,9 @@ def train_controller(run, decisions, m, extra_callbacks=()):
     for name, idx in parts.items():
         rows = {key: v[idx] for key, v in d.items()}
         sets[name] = BatchDataset(int(idx.numel()), lambda i, r=rows: {key: v.index_select(0, i) for key, v in r.items()})
+    share = torch.bincount(d["choice"][parts["fit"]], minlength=3).float()
+    with torch.no_grad():  # balanced routing's prior: the choices' shares among the training decisions
+        model.choice_prior.copy_((share / share.sum().clamp(min=1.0)).clamp(min=1e-3))
     bs, seed = int(m["controller_batch_size"]), int(run.cfg["seed"])
     res = _fit(run, "controller", int(m["controller_epochs"]), extra_callbacks,
                make_loader(sets["fit"], bs, True, seed, True),

@@ -15,7 +15,10 @@ Three networks on 50-long histories (``seq``, left-padded with 0):
 - ``ControllerNet`` (device, ``controller_dim``): query = the masked mean of the history's
   embeddings, which attends over the history (``TargetAttention``); with the mean of the latest
   ``recent`` items, ``[query, attended, recent, query * recent]`` goes through an MLP to 3 logits:
-  choice 0 (session recommendation), 1 (real-time refresh), 2 (on-device rerank).
+  choice 0 (session recommendation), 1 (real-time refresh), 2 (on-device rerank). A request goes
+  to the argmax of its probabilities, with ``route: balanced`` (default) divided by the choices'
+  shares among the training decisions (``choice_prior``): the labels are imbalanced (ties go to
+  the cheap choice) and a weak controller's plain argmax is then always the majority choice.
 
 What the choices mean on our data (``data/formats/mcrec.py``): a request's rows carry the history
 at the request (``seq``, what the device knows) and at the start of its session
@@ -130,12 +133,20 @@ class _ORecEdge(nn.Module):
 
 
 class _ControllerEdge(nn.Module):
-    def __init__(self, net: ControllerNet):
+    """``seq -> choice_prob``: ``MCRec.routing_probs`` (the prior correction baked in, a constant)."""
+
+    def __init__(self, net: ControllerNet, prior=None):
         super().__init__()
         self.net = net
+        self.register_buffer("prior", prior.clone() if prior is not None else torch.ones(3))
+        self.balanced = prior is not None
 
     def forward(self, seq):
-        return torch.softmax(self.net(seq), dim=-1)
+        prob = torch.softmax(self.net(seq), dim=-1)
+        if self.balanced:
+            prob = prob / self.prior
+            prob = prob / prob.sum(-1, keepdim=True)
+        return prob
 
 
 class _SessionScore(nn.Module):
@@ -182,7 +193,7 @@ class MCRec(TowerFree):
 
     def __init__(self, num_items: int, embed_dim: int = 64, orec_dim: int = 16, controller_dim: int = 16,
                  recent: int = 5, prior_eps: float = 1e-4, label_smoothing: float = 0.0,
-                 controller_loss: str = "ce", **base):
+                 controller_loss: str = "ce", route: str = "balanced", **base):
         base.setdefault("num_users", 0)
         super().__init__(num_items=num_items, **base)
         if not 0.0 <= float(label_smoothing) < 1.0:
@@ -194,6 +205,12 @@ class MCRec(TowerFree):
         if controller_loss not in ("ce", "regret"):
             raise ValueError(f"controller_loss must be ce or regret, got {controller_loss!r}")
         self.controller_loss = controller_loss
+        if route not in ("balanced", "argmax"):
+            raise ValueError(f"route must be balanced or argmax, got {route!r}")
+        self.route_rule = route
+        # the share of each choice among the controller's training decisions (set by the pipeline):
+        # ``balanced`` routing divides the controller's probabilities by it (prior shift correction)
+        self.register_buffer("choice_prior", torch.full((3,), 1.0 / 3))
         self.cloud_budget = None  # share of requests the routed score may send to the cloud (None: no cap)
         self.phase = "joint"
 
@@ -225,12 +242,21 @@ class MCRec(TowerFree):
         s2 = self.orec(batch["item_id"], batch["seq"], prior)
         return torch.stack([s0, s1, s2], dim=-1)
 
-    def route(self, seq: torch.Tensor, budget=None) -> torch.Tensor:
-        """The controller's choice per row of ``seq``; with ``budget`` (a share of rows), at most that
-        share goes to the cloud refresh (the most confident ones), the rest to the most likely of
-        the other two choices."""
+    def routing_probs(self, seq: torch.Tensor) -> torch.Tensor:
+        """``[B, 3]``: the controller's probabilities (``route: argmax``), or with ``route: balanced``
+        the same divided by ``choice_prior`` and renormalised: the choice each request is routed to
+        is their argmax. Balanced routing corrects for the decision labels' imbalance (the cheap
+        choice wins most ties): a weak controller's argmax otherwise always says the majority choice."""
         prob = torch.softmax(self.controller(seq), dim=-1)
-        return budget_route(prob, budget)
+        if self.route_rule == "balanced":
+            prob = prob / self.choice_prior.clamp(min=1e-3)
+            prob = prob / prob.sum(-1, keepdim=True)
+        return prob
+
+    def route(self, seq: torch.Tensor, budget=None) -> torch.Tensor:
+        """The routed choice per row of ``seq``; with ``budget`` (a share of rows), at most that share
+        goes to the cloud refresh (the most confident ones), the rest to the likelier of the other two."""
+        return budget_route(self.routing_probs(seq), budget)
 
     def score(self, batch) -> torch.Tensor:
         if self.phase == "crec":
@@ -275,7 +301,8 @@ class MCRec(TowerFree):
         """``orec`` and ``controller`` on the device; CRec's session score on the cloud (snapshots)."""
         n, L = self.num_items, {"seq": self.max_seq_len}
         orec = _ORecEdge(copy.deepcopy(self.orec)).cpu().eval()
-        ctrl = _ControllerEdge(copy.deepcopy(self.controller)).cpu().eval()
+        prior = self.choice_prior.detach().cpu().clamp(min=1e-3) if self.route_rule == "balanced" else None
+        ctrl = _ControllerEdge(copy.deepcopy(self.controller).cpu(), prior).cpu().eval()
         cloud = _SessionScore(copy.deepcopy(self.crec)).cpu().eval()
         return EdgeParts(
             device={"orec": Part(orec, inputs=(ids("item_id", n), history("seq", n), probability("prior_score")),
