@@ -25,7 +25,9 @@ Steps, each leaving its artefacts in the run folder:
    controller's routing, a random router with the routing's mix of choices (mean of
    ``mcrec.random_draws`` draws), the oracle (each request's best choice); the share of requests
    per choice and the cloud-call share (choice 1); the controller's accuracy against the test
-   decisions. ``mcrec.cloud_budget`` (a share) caps the cloud refreshes: the routing keeps the
+   decisions (its own argmax; ``routed_accuracy``: the routed choices'). A request is routed to
+   the argmax of ``MCRec.routing_probs`` (``model.route: balanced`` divides the controller's
+   probabilities by the choices' shares among its training decisions). ``mcrec.cloud_budget`` (a share) caps the cloud refreshes: the routing keeps the
    most confident ones and sends the rest to the more likely device-side choice (0 or 2).
    Printed, and saved in ``metrics.json`` (``test``: the routed figures; ``routing``: the table).
 

@@ -103,6 +103,21 @@ def test_labels_are_the_lowest_logloss_with_ties_to_the_cheaper_choice():
     assert decide(torch.tensor([[0.5, 0.45, 0.6]]), margin=0.1).tolist() == [SESSION]  # within the margin: a tie
 
 
+def test_balanced_routing_divides_by_the_training_decisions_shares():
+    torch.manual_seed(0)
+    m = MCRec(num_items=30, embed_dim=8, orec_dim=4, controller_dim=4)
+    seq = torch.randint(0, 30, (6, 5))
+    raw = torch.softmax(m.controller(seq), -1)
+    m.choice_prior.copy_(torch.tensor([0.8, 0.1, 0.1]))
+    want = raw / m.choice_prior
+    torch.testing.assert_close(m.routing_probs(seq), want / want.sum(-1, keepdim=True))
+    assert m.route(seq).tolist() == want.argmax(-1).tolist()
+    torch.testing.assert_close(m.edge_parts().device["controller"].module(seq), m.routing_probs(seq))
+    plain = MCRec(num_items=30, embed_dim=8, orec_dim=4, controller_dim=4, route="argmax")
+    plain.load_state_dict(m.state_dict())
+    torch.testing.assert_close(plain.routing_probs(seq), raw)
+
+
 def test_cloud_budget_keeps_the_most_confident_refreshes():
     prob = torch.tensor([[0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.2, 0.7, 0.1]])
     assert budget_route(prob).tolist() == [1, 1, 1, 0, 1]
