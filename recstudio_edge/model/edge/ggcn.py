@@ -41,7 +41,7 @@ from ..base import Recommender
 class GCNIINet(nn.Module):
     """GCNII as a plain module: ``forward(x, edge_index, edge_weight, target) -> logits [B, C]``."""
 
-    def __init__(self, num_features: int = 50, num_classes: int = 121, hidden: int = 256, layers: int = 9,
+    def __init__(self, num_features: int = 50, num_classes: int = 121, hidden: int = 128, layers: int = 9,
                  alpha: float = 0.5, lamda: float = 1.0, dropout: float = 0.2):
         super().__init__()
         from torch_geometric.nn import GCN2Conv
@@ -86,7 +86,7 @@ class GGCN(Recommender):
     metric_keys = METRICS
     default_val_metric = "micro_f1"
 
-    def __init__(self, num_features: int = 50, num_classes: int = 121, hidden: int = 256, layers: int = 9, alpha: float = 0.5,
+    def __init__(self, num_features: int = 50, num_classes: int = 121, hidden: int = 128, layers: int = 9, alpha: float = 0.5,
                  lamda: float = 1.0, dropout: float = 0.2, threshold: float = 0.5, **base):
         base.setdefault("num_users", 0)
         base.setdefault("num_items", 0)
