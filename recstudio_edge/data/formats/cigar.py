@@ -34,11 +34,15 @@ neighbours = the ``max_neighbors`` users most similar by training history (cosin
 sparse products in chunks, ties to the smaller id). A missing attribute gets a derived feature: a
 hashed bucket of the user id for a user column, the item's ``category`` token or a popularity decile
 for a genre, a popularity decile for a year (the synthetic data has no ``.user`` file and only a
-``category`` per item).
+``category`` per item). With ``data.sampled_negatives`` (the format's default; the CIGAR YAMLs set it
+false) every row also brings ``data.neg_per_pos`` (valid / test: ``eval_neg_per_pos``) items the user
+never touched as unclicked rows (fixed, seeded), as the zoo's ctr samples: what the model sweep's
+leave-one-out data needs for a GAUC (one rated row per user has no pair to rank).
 
-Generator (``generate``, ``write_sample``): groups of devices with a shared taste (liked categories);
-a user's own history is short and half noise, its neighbours are mostly of its own group, so the
-taste is reachable through the neighbour graph; user features carry no signal.
+Generator (``generate``, ``write_sample``): groups of devices with a shared taste (liked categories,
+disjoint between groups while the categories last, so an item's popularity says little); a user's
+own history is short and half noise, its neighbours are mostly of its own group, so the taste is
+reachable through the neighbour graph; user features carry no signal.
 """
 from __future__ import annotations
 
