@@ -82,9 +82,11 @@ def main(argv=None) -> int:
     ap.add_argument("--features", type=int, default=16)
     ap.add_argument("--degree", type=float, default=6.0)
     ap.add_argument("--shift_degree", type=float, default=2.0)
-    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--hidden", type=int, help="default: configs/model/GGCN.yaml's")
     ap.add_argument("--epochs", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset", help="a graph of MovieLens instead of generated data, e.g. ml-1m-graph (no shift columns)")
+    ap.add_argument("--data_dir", default="datasets", help="with --dataset: the folder holding <name>/ (e.g. ~/.cache/recstudio_edge/data)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -101,38 +103,63 @@ def main(argv=None) -> int:
     t0 = time.time()
     mach = machine()
     defaults = load_yaml(CONFIG_DIR / "model" / "GGCN.yaml")
-    mcfg = dict(defaults["model"], hidden=args.hidden)
+    mcfg = dict(defaults["model"], **({"hidden": args.hidden} if args.hidden else {}))
     lr = float(defaults["train"]["lr"])
-    gen = dict(graphs=args.graphs, nodes=args.nodes, classes=args.classes, features=args.features, degree=args.degree,
-               val_graphs=1, test_graphs=2, seed=args.seed)
-    base = ggcn.generate(**gen)
-    shifted = ggcn.generate(**gen, test_degree=args.shift_degree)
-    assert torch.equal(base.edge_index[:, base.edge_index[0] < int(base.stage_nodes("test").min())],
-                       shifted.edge_index[:, shifted.edge_index[0] < int(shifted.stage_nodes("test").min())])
     deg = lambda g: float(g.edge_index.shape[1] / g.num_nodes) if g.num_nodes else 0.0  # noqa: E731
-    test_deg = {name: deg(g.subset(g.stage == 2)) for name, g in (("base", base), ("shift", shifted))}
+    if args.dataset:
+        from recstudio_edge.data.loading import load_interactions
+
+        dcfg = ggcn._data_config(args.dataset, {})
+        data = load_interactions(Path(args.data_dir).expanduser(), dcfg, 2024, True)
+        base, shifted = ggcn.build_item_graph(data, dcfg, 2024), None
+        what = (f"{args.dataset}: {base.num_nodes} movies, {base.edge_index.shape[1] // 2} edges "
+                f"(min_common {dcfg['graph']['min_common']}, top_k {dcfg['graph']['top_k']}, {dcfg['graph']['rank']}), "
+                f"{base.num_classes} genres, {base.x.shape[1]} features, nodes split "
+                f"{'/'.join(str(int((base.stage == i).sum())) for i in range(3))}; mean test degree "
+                f"{deg(base.subset(base.stage == 2)):.2f} (within the test nodes)")
+    else:
+        gen = dict(graphs=args.graphs, nodes=args.nodes, classes=args.classes, features=args.features,
+                   degree=args.degree, val_graphs=1, test_graphs=2, seed=args.seed)
+        base = ggcn.generate(**gen)
+        shifted = ggcn.generate(**gen, test_degree=args.shift_degree)
+        first = lambda g: int(g.stage_nodes("test").min())  # noqa: E731  the train / valid graphs are the same
+        assert torch.equal(base.edge_index[:, base.edge_index[0] < first(base)],
+                           shifted.edge_index[:, shifted.edge_index[0] < first(shifted)])
+        what = (f"Generated PPI-like data: {args.graphs} graphs x {args.nodes} nodes (train {args.graphs - 3}, valid 1, "
+                f"test 2), {args.classes} classes, {args.features} features; mean degree of the test graphs "
+                f"{deg(base.subset(base.stage == 2)):.2f} (in distribution) and "
+                f"{deg(shifted.subset(shifted.stage == 2)):.2f} (shift)")
+    sets = [("base", base)] + ([("shift", shifted)] if shifted is not None else [])
+    n_feat, n_cls = int(base.x.shape[1]), base.num_classes
     train_b = ggcn.batch_of(base, base.stage_nodes("train"))
     valid_b = ggcn.batch_of(base, base.stage_nodes("valid"))
 
     torch.manual_seed(args.seed)
-    model = GGCN(num_features=args.features, num_classes=args.classes, **{k: mcfg[k] for k in
+    model = GGCN(num_features=n_feat, num_classes=n_cls, **{k: mcfg[k] for k in
                                                                           ("hidden", "layers", "alpha", "lamda", "dropout")})
     model, best_val, best_epoch = train(model, model.logits, train_b, valid_b, args.epochs, lr)
     torch.manual_seed(args.seed)
-    mlp = nn.Sequential(nn.Linear(args.features, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.hidden), nn.ReLU(),
-                        nn.Linear(args.hidden, args.classes))
+    hid = int(mcfg["hidden"])
+    mlp = nn.Sequential(nn.Linear(n_feat, hid), nn.ReLU(), nn.Linear(hid, hid), nn.ReLU(), nn.Linear(hid, n_cls))
     mlp, _, _ = train(mlp, lambda b: mlp(b["x"][b["target"]]), train_b, valid_b, args.epochs, lr)
     layers = int(mcfg["layers"])
 
     rows = []  # (what, k, norm, {base: f1s, shift: f1s})
     results = {}
     with torch.no_grad():
-        for name, g in (("base", base), ("shift", shifted)):
+        for name, g in sets:
             nodes = g.stage_nodes("test")
             b = ggcn.batch_of(g, nodes)
             full = model(b)
+            # a neighbour vote: the labels that at least half a node's training neighbours have (no model;
+            # label propagation's first step; no training neighbour, no label: 0 on inductive data)
+            e = g.edge_index
+            e = e[:, g.stage[e[0]] == 0]
+            votes = torch.zeros(g.num_nodes, n_cls).index_add_(0, e[1], g.y[e[0]])
+            votes = votes / torch.bincount(e[1], minlength=g.num_nodes).clamp(min=1).unsqueeze(1)
             res = {"full": multilabel_f1(full, b["label"]),
-                   "mlp": multilabel_f1(torch.sigmoid(mlp(b["x"][b["target"]])), b["label"])}
+                   "mlp": multilabel_f1(torch.sigmoid(mlp(b["x"][b["target"]])), b["label"]),
+                   "vote": multilabel_f1(votes[nodes], b["label"])}
             for k in range(1, layers + 1):
                 for norm in ("full", "ego"):
                     e = ggcn.ego_batch(g, nodes, k, norm)
@@ -146,26 +173,28 @@ def main(argv=None) -> int:
     def cell(r):
         return f"{r['micro_f1']:.4f} / {r['macro_f1']:.4f}"
 
-    lines = [f"GGCN ego-graph inference (bench/ggcn.py{' --quick' if args.quick else ''}): test micro-F1 / macro-F1",
+    shift = shifted is not None
+    lines = [f"GGCN ego-graph inference (bench/ggcn.py{' --quick' if args.quick else ''}"
+             f"{' --dataset ' + args.dataset if args.dataset else ''}): test micro-F1 / macro-F1",
              "",
-             f"Generated PPI-like data: {args.graphs} graphs x {args.nodes} nodes (train {args.graphs - 3}, valid 1, "
-             f"test 2), {args.classes} classes, {args.features} features; mean degree of the test graphs "
-             f"{test_deg['base']:.2f} (in distribution) and {test_deg['shift']:.2f} (shift); GGCN hidden "
-             f"{mcfg['hidden']}, {layers} layers, alpha {mcfg['alpha']}, lambda {mcfg['lamda']}, dropout "
-             f"{mcfg['dropout']}, lr {lr}, best valid micro-F1 {best_val:.4f} at epoch {best_epoch + 1}/{args.epochs}.",
+             f"{what}; GGCN hidden {mcfg['hidden']}, {layers} layers, alpha {mcfg['alpha']}, lambda {mcfg['lamda']}, "
+             f"dropout {mcfg['dropout']}, lr {lr}, full batch, best valid micro-F1 {best_val:.4f} at epoch "
+             f"{best_epoch + 1}/{args.epochs}.",
              "",
-             "| inference | k | normalisation | test (in distribution) | mean ego nodes | max abs diff vs full "
-             "| test (degree shift) | mean ego nodes | max abs diff vs full |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| full graph (cloud) | all | full graph | {cell(results['base']['full'])} | | | "
-             f"{cell(results['shift']['full'])} | | |",
-             f"| features only (MLP) | 0 | - | {cell(results['base']['mlp'])} | | | {cell(results['shift']['mlp'])} | | |"]
+             "| inference | k | normalisation | test (in distribution) | mean ego nodes | max abs diff vs full |"
+             + (" test (degree shift) | mean ego nodes | max abs diff vs full |" if shift else ""),
+             "|---|---|---|---|---|---|" + ("---|---|---|" if shift else "")]
+    for key, label in (("full", "| full graph (cloud) | all | full graph"), ("mlp", "| features only (MLP) | 0 | -"),
+                       ("vote", "| vote of the training neighbours' labels (no model) | 1 | -")):
+        lines.append(f"{label} | {cell(results['base'][key])} | | |"
+                     + (f" {cell(results['shift'][key])} | | |" if shift else ""))
     for k in range(1, layers + 1):
         for norm, label in (("full", "full graph (from the cloud)"), ("ego", "ego graph (on the device)")):
-            a, s = results["base"][f"k{k}_{norm}"], results["shift"][f"k{k}_{norm}"]
-            lines.append(f"| ego graph | {k} | {label} | {cell(a)} | {a['mean_ego_nodes']:.1f} | "
-                         f"{a['max_abs_diff_vs_full']:.2g} | {cell(s)} | {s['mean_ego_nodes']:.1f} | "
-                         f"{s['max_abs_diff_vs_full']:.2g} |")
+            row = f"| ego graph | {k} | {label} |"
+            for name, _ in sets:
+                r = results[name][f"k{k}_{norm}"]
+                row += f" {cell(r)} | {r['mean_ego_nodes']:.1f} | {r['max_abs_diff_vs_full']:.2g} |"
+            lines.append(row)
     m = mach
     lines += ["", f"Machine: {m['date']} | CPU: {m['cpu']} x {m['cores']} cores | torch threads {m['torch_threads']} | "
                   f"torch {m['torch']} | python {m['python']} | GPU: {m['gpu']} | load avg at start "
@@ -173,10 +202,10 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) / f"ggcn-{stamp}"
+    out = Path(args.out) / f"ggcn{'-' + args.dataset if args.dataset else ''}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     payload = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "machine": mach, "model": mcfg, "lr": lr, "best_valid_micro_f1": best_val,
-               "best_epoch": best_epoch + 1, "test_mean_degree": test_deg, "results": results, "seconds": seconds}
+               "best_epoch": best_epoch + 1, "data": what, "results": results, "seconds": seconds}
     for name, body in (("ggcn.json", json.dumps(payload, indent=1)), ("ggcn.md", text + "\n")):
         tmp = out / f".{name}.tmp{os.getpid()}"
         tmp.write_text(body)

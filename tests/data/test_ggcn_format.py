@@ -103,9 +103,12 @@ def test_the_item_graph_of_interactions():
     assert g.y.tolist()[1] == [1.0, 1.0, 0.0] and g.node_id.tolist() == [1, 2, 3, 4, 5]
     assert torch.bincount(g.stage, minlength=3).tolist() == [3, 1, 1]
     assert g.x.shape == (5, 1 + 2 + 1 + 1)  # year z, decades 1990 / 2000 one-hot, log popularity, mean rating
-    low = ggcn.build_item_graph(data, {"graph": {"min_common": 1, "top_k": 1}}, seed=0)
-    # top-1 per node, kept when either end keeps it: 1-2 (3 users), 2-1, 3-1 (ties by index), 4-1, 5-4
+    low = ggcn.build_item_graph(data, {"graph": {"min_common": 1, "top_k": 1, "rank": "count"}}, seed=0)
+    # top-1 per node by co-raters, kept when either end keeps it: 1-2 (3 users), 2-1, 3-1 (ties by index), 4-1, 5-4
     assert {tuple(e) for e in low.edge_index.t().tolist() if e[0] < e[1]} == {(0, 1), (0, 2), (0, 3), (3, 4)}
+    # by cosine: movie 4 (raters 1, 4) is closer to movie 5 (rater 4: 1 / sqrt(2)) than to movie 1 (1 / sqrt(6))
+    cos = ggcn.build_item_graph(data, {"graph": {"min_common": 1, "top_k": 1}}, seed=0)
+    assert {tuple(e) for e in cos.edge_index.t().tolist() if e[0] < e[1]} == {(0, 1), (0, 2), (3, 4)}
     with pytest.raises(DataError, match="no label column"):
         ggcn.build_item_graph(data, {"graph": {"label_attr": "mood"}})
 

