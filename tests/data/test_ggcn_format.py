@@ -11,7 +11,7 @@ from recstudio_edge.data.errors import DataError
 from recstudio_edge.data.formats import ggcn
 from recstudio_edge.data.preprocess import Interactions
 
-SMALL = dict(graphs=5, nodes=12, classes=4, features=3, degree=3.0, val_graphs=2, test_graphs=1, seed=3)
+SMALL = dict(graphs=5, nodes=12, classes=4, features=3, degree=3.0, val_graphs=1, test_graphs=2, seed=3)
 
 
 @pytest.fixture()
@@ -26,8 +26,8 @@ def test_round_trip_and_the_stages_come_from_the_files(files, tmp_path):
     for name in ("x", "y", "edge_index", "stage", "graph"):
         assert torch.equal(getattr(h, name), getattr(g, name)), name
     assert h.names == g.names and h.classes == g.classes
-    # two validation graphs because the files say so (the release hard-coded two)
-    assert sorted(set(h.graph[h.stage == 1].tolist())) == [2, 3] and set(h.graph[h.stage == 2].tolist()) == {4}
+    # one validation graph because the files say so (the release hard-coded two)
+    assert set(h.graph[h.stage == 1].tolist()) == {2} and sorted(set(h.graph[h.stage == 2].tolist())) == [3, 4]
     assert not list(tmp_path.glob(".*tmp*"))  # written to temporary names, renamed
     # without -feats.npy: identity features; single-label class indices: one-hot
     Path(f"{prefix}-feats.npy").unlink()
@@ -119,7 +119,7 @@ def test_batches_carry_the_graph_with_the_full_graphs_weights(files):
     assert src.model_args() == {"num_features": 3, "num_classes": 4} and src.stages() == {"train", "valid", "test"}
     ds = src.eval("graph", "test")
     b = ds[torch.arange(len(ds))]
-    assert torch.equal(b["node_id"], g.stage_nodes("test")) and b["label"].shape == (12, 4)
+    assert torch.equal(b["node_id"], g.stage_nodes("test")) and b["label"].shape == (24, 4)
     assert torch.equal(b["x"][b["target"]], g.x[g.stage_nodes("test")])
     ei, w = g.normalized()
     full = {(a, c): x for (a, c), x in zip(ei.t().tolist(), w.tolist())}
@@ -157,3 +157,20 @@ def test_the_sample_and_the_command_line(tmp_path, capsys):
     assert "gen-id_map.json: field 'node 0': the graph's node has no row index" in capsys.readouterr().err
     d = ggcn.write_sample(tmp_path)
     assert all(f.stat().st_size < 8192 for f in d.iterdir()) and ggcn.read_graphsage(d).num_nodes == 80
+
+
+def test_the_converter_writes_the_item_graph_of_a_dataset(tmp_path, capsys):
+    import shutil
+
+    root = Path(__file__).resolve().parents[2] / "datasets"
+    shutil.copytree(root / "sample-atomic", tmp_path / "data" / "sample-atomic")
+    assert ggcn.main(["convert", "-d", "sample-atomic", "--data_dir", str(tmp_path / "data"), "--out",
+                      str(tmp_path / "out"), "--min_common", "1"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    g = ggcn.read_graphsage(tmp_path / "out" / "sample-atomic")
+    from recstudio_edge.data.loading import load_interactions
+
+    cfg = ggcn._data_config("sample-atomic", {"min_common": 1})
+    want = ggcn.build_item_graph(load_interactions(tmp_path / "data", cfg, 2024, False), cfg, 2024)
+    assert torch.equal(g.edge_index, want.edge_index) and torch.equal(g.y, want.y) and torch.equal(g.x, want.x)
+    assert g.names == want.names and torch.equal(g.stage, want.stage)
