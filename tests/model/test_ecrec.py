@@ -113,8 +113,9 @@ def test_loss_is_k_cross_entropies_plus_the_consistency_term():
         assert float(with_c) > float(m.compute_loss(b))
 
 
-def test_the_device_part_takes_no_long_sequence():
-    m = tiny()
+@pytest.mark.parametrize("product", [False, True])
+def test_the_device_part_takes_no_long_sequence(product):
+    m = tiny(product=product)
     parts = m.edge_parts()
     dev = parts.device["edge"]
     assert "item_seq" not in dev.input_names and "cate_seq" not in dev.input_names

@@ -13,7 +13,9 @@ Network (``ECRecNet``, plain modules; ``d`` = ``d_model`` = ``d_memory``):
   ``n_edge`` is the number of real items of the instant sequence: both inputs in [0, 1];
 - ``edge_mean``: masked mean of ``[item; cat](edge_item_seq, edge_cate_seq)`` (zeros when empty);
 - head: BatchNorm -> 256 -> PReLU -> 128 -> PReLU -> 2-way softmax (column 0 = click) on
-  ``[g * agg + (1 - g) * edge_mean, target]``. ``score`` returns ``z0 - z1``, so
+  ``[g * agg + (1 - g) * edge_mean, target]`` (``product: true``, not the release's: also the
+  elementwise product of the two, as DIN's ``product``: an MLP on a plain concatenation is poor
+  at similarity). ``score`` returns ``z0 - z1``, so
   ``sigmoid(score)`` is the softmax's click column and BCE on it is the 2-way cross-entropy.
 
 Training (``compute_loss``): ``K`` stochastic passes, each from the same memory, each keeping every
@@ -109,10 +111,10 @@ class DeviceFeatures(nn.Module):
     cate_id) -> [B, 4d]`` = ``[g * memory + (1 - g) * edge_mean, target]``."""
 
     def __init__(self, item_emb: nn.Embedding, cate_emb: nn.Embedding, gate: nn.Module, seq_length: int,
-                 edge_len: int):
+                 edge_len: int, product: bool = False):
         super().__init__()
         self.item_emb, self.cate_emb, self.gate = item_emb, cate_emb, gate
-        self.seq_length, self.edge_len = int(seq_length), int(edge_len)
+        self.seq_length, self.edge_len, self.product = int(seq_length), int(edge_len), bool(product)
 
     def gate_input(self, seq_len: torch.Tensor, edge_items: torch.Tensor) -> torch.Tensor:
         """``[B, 2]`` in [0, 1]: the long history's length over ``seq_length`` and the instant
@@ -127,8 +129,8 @@ class DeviceFeatures(nn.Module):
         edge_mean = (e * real).sum(1) / real.sum(1).clamp(min=1.0)
         g = torch.sigmoid(self.gate(self.gate_input(seq_len, edge_item_seq)))  # [B, 1]
         rep = g * memory + (1 - g) * edge_mean  # memory [B, 2d], or [K, B, 2d] for K passes
-        target = pair_embed(self.item_emb, self.cate_emb, item_id, cate_id)
-        return torch.cat([rep, target.expand(rep.shape)], dim=-1)
+        target = pair_embed(self.item_emb, self.cate_emb, item_id, cate_id).expand(rep.shape)
+        return torch.cat([rep, target, rep * target] if self.product else [rep, target], dim=-1)
 
 
 class MemoryWriter(nn.Module):
@@ -169,7 +171,7 @@ class WrittenOrWriter(nn.Module):
 
 class ECRecNet(nn.Module):
     def __init__(self, num_users: int, num_items: int, num_cates: int, d_model: int = 16, num_head: int = 4,
-                 seq_length: int = 100, edge_len: int = 10):
+                 seq_length: int = 100, edge_len: int = 10, product: bool = False):
         super().__init__()
         d = int(d_model)
         self.item_emb = nn.Embedding(num_items, d, padding_idx=0)
@@ -182,8 +184,9 @@ class ECRecNet(nn.Module):
                                    MemoryAttention(2 * d, num_head))
         self.features = DeviceFeatures(self.item_emb, self.cate_emb,
                                        nn.Sequential(nn.Linear(2, 16), nn.PReLU(), nn.Linear(16, 1)),
-                                       seq_length, edge_len)
-        self.head = nn.Sequential(nn.BatchNorm1d(4 * d), nn.Linear(4 * d, 256), nn.PReLU(), nn.Linear(256, 128),
+                                       seq_length, edge_len, product)
+        h = (6 if product else 4) * d
+        self.head = nn.Sequential(nn.BatchNorm1d(h), nn.Linear(h, 256), nn.PReLU(), nn.Linear(256, 128),
                                   nn.PReLU(), nn.Linear(128, 2), ClickLogit())
 
     def device_logit(self, memory, b) -> torch.Tensor:
@@ -199,7 +202,7 @@ class ECRec(TowerFree):
 
     def __init__(self, num_users: int, num_items: int, num_cates: int = 2, edge_len: int = 10, d_model: int = 16,
                  d_memory: int = 16, num_head: int = 4, K: int = 4, drop_rate: float = 0.3,
-                 consistency: float = 10.0, serve: str = "auto", **base):
+                 consistency: float = 10.0, serve: str = "auto", product: bool = False, **base):
         super().__init__(num_users=num_users, num_items=num_items, **base)
         if int(d_memory) != int(d_model):
             raise ValueError(f"ECRec: d_memory ({d_memory}) must equal d_model ({d_model}): the memory is the "
@@ -211,7 +214,7 @@ class ECRec(TowerFree):
         self.num_cates, self.edge_len, self.d = int(num_cates), int(edge_len), int(d_model)
         self.K, self.drop_rate, self.consistency, self.serve = int(K), float(drop_rate), float(consistency), serve
         self.net = ECRecNet(self.num_users, self.num_items, self.num_cates, self.d, int(num_head), self.max_seq_len,
-                            self.edge_len)
+                            self.edge_len, bool(product))
         self.register_buffer("memory", torch.zeros(self.num_users, 2 * self.d))
         self.register_buffer("memory_state", torch.zeros(1))  # 1: memory written by MemoryUpdate
 
