@@ -190,6 +190,20 @@ def test_refreshed_memory_beats_the_memory_as_trained_and_the_baselines(trained)
     assert aucs["device"] > din.last_metrics["test"]["auc"] + 0.05 and aucs["device"] > pop + 0.05, (aucs, pop)
 
 
+def test_memory_update_every_n_epochs_and_its_state_in_checkpoints(trained):
+    _, _, tr, _, _ = trained
+    state = torch.load(tr.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
+    assert any("MemoryUpdate" in k for k in state.get("callbacks", {}))  # restored on --resume
+    dm = datamodule(num_users=20, per_user=12)
+    torch.manual_seed(0)
+    model = ECRec(**dm.model_args(), max_seq_len=L, lr=0.005)
+    cb = MemoryUpdate(every_n_epochs=1, batch_size=64)
+    t = trainer(2, [cb])
+    connect(model, dm, t)
+    t.fit(model, datamodule=dm)
+    assert cb.epochs_written == [0, 1] and cb.refreshed == "fit end" and model.memory_is_written
+
+
 def test_memory_update_needs_a_memory_and_is_switched_by_config():
     with pytest.raises(TypeError, match="memory_tables"):
         refresh_memory(DIN(num_items=5), None)
