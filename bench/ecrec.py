@@ -100,8 +100,6 @@ def main(argv=None) -> int:
     ap.add_argument("--output_dir", default="outputs")
     args = ap.parse_args(argv)
 
-    import torch
-
     import recstudio_edge.runner as runner
     from recstudio_edge.checkpoint import load_weights
     from recstudio_edge.config import build_config
