@@ -102,6 +102,15 @@ def test_interaction_samples_follow_time(source):
     assert not any((u, i) in seen for u, i in zip(b["user_id"][~pos].tolist(), b["item_id"][~pos].tolist()))
 
 
+def test_infer_input_files_read_with_the_sources_lengths(source, tmp_path):
+    test = source.eval("ctr", "test")
+    b = test[torch.arange(len(test))]
+    ecrec.write_samples(tmp_path / "in.txt", b)
+    back = source.read_input(tmp_path / "in.txt")
+    got = back[torch.arange(len(back))]
+    assert all(torch.equal(got[k].to(b[k].dtype), b[k]) for k in ecrec.FIELDS)
+
+
 def test_max_requests_per_user_keeps_each_users_latest_requests():
     data = ecrec.generate(num_users=5, per_user=12, num_cates=3, items_per_cate=4)
     full = ecrec.from_interactions(data, CFG, 0).train("ctr")

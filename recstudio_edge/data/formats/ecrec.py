@@ -494,6 +494,13 @@ class InteractionSamples:
         inner = self.builder.eval("ctr", stage)
         return BatchDataset(len(inner), lambda idx: self._add(inner.make_batch(idx)))
 
+    def read_input(self, path):
+        """``--task=infer --input=FILE``: an ECRec sample file, read with this data's lengths."""
+        from ..dataset import BatchDataset
+
+        s = read_samples(path, self.builder.L, self.edge_len)
+        return BatchDataset(len(s), s.batch)
+
 
 def open_source(folder, cfg: Dict[str, Any]) -> SampleFiles:
     """``data.format: ecrec``: the sample files of ``folder`` (``data.files``, ``data.max_seq_len``,
