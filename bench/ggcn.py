@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset", help="a graph of MovieLens instead of generated data, e.g. ml-1m-graph (no shift columns)")
     ap.add_argument("--data_dir", default="datasets", help="with --dataset: the folder holding <name>/ (e.g. ~/.cache/recstudio_edge/data)")
+    ap.add_argument("--ego_nodes", type=int, default=0, help="ego-graph rows on this many test nodes (0: all; seeded)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     with torch.no_grad():
         for name, g in sets:
             nodes = g.stage_nodes("test")
+            if args.ego_nodes and args.ego_nodes < nodes.numel():  # the same nodes for every row of the table
+                nodes = nodes[torch.randperm(nodes.numel(), generator=torch.Generator().manual_seed(args.seed))[:args.ego_nodes]]
             b = ggcn.batch_of(g, nodes)
             full = model(b)
             # a neighbour vote: the labels that at least half a node's training neighbours have (no model;
@@ -175,7 +178,8 @@ def main(argv=None) -> int:
 
     shift = shifted is not None
     lines = [f"GGCN ego-graph inference (bench/ggcn.py{' --quick' if args.quick else ''}"
-             f"{' --dataset ' + args.dataset if args.dataset else ''}): test micro-F1 / macro-F1",
+             f"{' --dataset ' + args.dataset if args.dataset else ''}): test micro-F1 / macro-F1"
+             + (f" on {args.ego_nodes} test nodes drawn at random" if args.ego_nodes else ""),
              "",
              f"{what}; GGCN hidden {mcfg['hidden']}, {layers} layers, alpha {mcfg['alpha']}, lambda {mcfg['lamda']}, "
              f"dropout {mcfg['dropout']}, lr {lr}, full batch, best valid micro-F1 {best_val:.4f} at epoch "

@@ -45,8 +45,11 @@ Sources:
   ``data.graph.rank: cosine``; ``count``: co-raters, which links every movie to the blockbusters:
   on ml-100k 64% of cosine edges join movies sharing a genre, 53% by count; on ml-1m 90%, and the
   vote of a test movie's training neighbours' genres reaches test micro-F1 0.72); labels are the
-  item's genres (``.item`` column ``genre`` / ``class``, or the synthetic ``category``; ``data.graph.label_attr`` names another), multi-label; features: release
-  year (standardised, and its decade one-hot), log popularity and mean rating (standardised);
+  item's genres (``.item`` column ``genre`` / ``class``, or the synthetic ``category``;
+  ``data.graph.label_attr`` names another), multi-label; features: release year (standardised, and
+  its decade one-hot), log popularity and mean rating (standardised) and, with
+  ``data.graph.rater_features`` (default), who rates it: the share of its raters of each gender,
+  age group and occupation (``.user`` columns; a numeric age: the raters' mean);
   stages drawn per node with ``data.graph.split`` ratios (seeded);
 - ``generate(...)``: PPI-like data with planted structure: several graphs, nodes in communities
   (stochastic block model with a heavy-tailed degree propensity), each community with its own
@@ -82,7 +85,9 @@ KINDS, HOLDS = ("graph",), "graph (GraphSAGE)"  # the data kind these files serv
 STAGES = ("train", "valid", "test")
 SUFFIXES = {"graph": "-G.json", "id_map": "-id_map.json", "class_map": "-class_map.json", "feats": "-feats.npy"}
 # graph building from interactions (data.graph: ...); the same defaults as configs/model/GGCN.yaml
-GRAPH_DEFAULTS = {"min_common": 5, "top_k": 10, "rank": "cosine", "split": [0.6, 0.2, 0.2], "label_attr": None}
+GRAPH_DEFAULTS = {"min_common": 5, "top_k": 10, "rank": "cosine", "split": [0.6, 0.2, 0.2], "label_attr": None,
+                  "rater_features": True}
+RATER_ATTRS = ("gender", "age", "occupation")  # user columns summarised over a movie's raters
 LABEL_ATTRS = ("genre", "class", "category")
 
 
@@ -572,6 +577,22 @@ def build_item_graph(data, cfg: Dict[str, Any], seed: int = 0) -> Graph:
     if getattr(data, "rating", None) is not None:
         s = np.bincount(items, weights=data.rating.numpy().astype(np.float64), minlength=n_items)
         cols.append(z(np.where(pop > 0, s / np.maximum(pop, 1), np.nan))[:, None])
+    if gc["rater_features"]:  # who rates the movie: the share of its raters in each gender / age / occupation
+        uattrs = dict(getattr(data, "user_attrs", {}) or {})
+        for col in (c for c in RATER_ATTRS if c in uattrs):
+            toks = [str(t) for t in uattrs[col]]
+            vocab = sorted({t for t in toks[1:] if t})
+            if not vocab or len(vocab) > 30:
+                vals = np.array([float(t) if t.replace(".", "", 1).isdigit() else np.nan for t in toks])
+                if np.isfinite(vals).any():  # a number (ml-100k's age): the raters' mean
+                    mean = (m.T @ np.nan_to_num(vals)) / np.maximum(m.T @ np.isfinite(vals).astype(np.float64), 1)
+                    cols.append(z(np.where(pop > 0, mean, np.nan))[:, None])
+                continue
+            code = {t: i for i, t in enumerate(vocab)}
+            rows_u = [u for u, t in enumerate(toks) if t in code]
+            h = csr_matrix((np.ones(len(rows_u)), (rows_u, [code[toks[u]] for u in rows_u])),
+                           shape=(int(data.num_users), len(vocab)))
+            cols.append(np.asarray((m.T @ h).todense()) / np.maximum(pop, 1)[:, None])
     x = np.concatenate(cols, axis=1).astype(np.float32)
     # stages per node
     ratios = np.array(gc["split"]) / sum(gc["split"])
