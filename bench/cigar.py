@@ -1,6 +1,6 @@
 """CIGAR ablation: PNN, CIGAR_WO_PN, CIGAR_WO_CDGNN, CIGAR on the same split, N seeds.
 
-    python bench/cigar.py --data_dir ~/.cache/recstudio_edge/data                  # ml-1m, 3 seeds, the YAMLs' epochs
+    python bench/cigar.py --data_dir ~/.cache/recstudio_edge/data --threads 1      # ml-1m, 3 seeds, the YAMLs' epoch
     python bench/cigar.py --data_dir DIR --seeds 2024 --train_batches 200 --append runs.json   # one seed, a budget
     python bench/cigar.py --table runs.json                                          # the table of what runs.json holds
     python bench/cigar.py --quick                                                    # generated rows, 1 seed (smoke check)
@@ -113,8 +113,14 @@ def main(argv=None) -> int:
     ap.add_argument("--append", default=None, help="JSON file the runs are added to")
     ap.add_argument("--table", default=None, help="print the table of this JSON file and stop")
     ap.add_argument("--quick", action="store_true", help="the committed generated sample, 1 seed, 3 epochs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (1 is several times faster than 2 on a shared 2-core machine)")
     ap.add_argument("extra", nargs="*", help="further --key=value options for every run (after --)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.table:
         saved = json.loads(Path(args.table).read_text())
         print(table(saved["runs"], saved["machines"]))
