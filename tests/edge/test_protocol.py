@@ -71,23 +71,37 @@ def test_edge_parts_of_refuses_models_without_a_device_part():
         edge_parts_of(Wrong())
 
 
-def test_every_edge_model_declares_runnable_parts_through_the_protocol_alone():
+def test_every_edge_model_declares_runnable_parts_through_the_protocol_alone(tmp_path):
     """For each registered model with ``edge_parts``: every device part runs on its own example
-    inputs and gives one output of the declared shape; a cloud part, when declared, runs too."""
+    inputs and gives one output of the declared shape; a cloud part, when declared, runs too. Each
+    model is built from the facts of a small generated dataset in its own data format (as the
+    runner builds it: ``dm.model_args()``), since some need them (CIGAR's feature vocabularies)."""
+    from recstudio_edge.data.datamodule import RecDataModule
     from recstudio_edge.edge.protocol import has_edge_part
     from recstudio_edge.model import create_model, get_model_class, list_models
+    from tests.model.test_sweep import DATA
 
     names = [m for m in list_models() if has_edge_part(get_model_class(m))]
     assert {"DIN", "PINRec"} <= set(names)
+    facts = {}
     for name in names:
+        cls = get_model_class(name)
+        key = (cls.data_kind, getattr(cls, "data_format", None))
+        if key not in facts:
+            dm = RecDataModule(DATA, tmp_path, cls.data_kind, data_format=key[1], seed=1)
+            dm.setup()
+            facts[key] = dm.model_args()
         torch.manual_seed(0)
-        model = create_model(name, num_users=20, num_items=30, max_seq_len=7).eval()
+        model = create_model(name, **facts[key], max_seq_len=7).eval()
         parts = edge_parts_of(model)
         for variant, part in [*parts.device.items(), *([("cloud", parts.cloud)] if parts.cloud else [])]:
             with torch.no_grad():
                 out = part(part.example_inputs(5))
-            assert isinstance(out, torch.Tensor) and out.shape[0] == 5, (name, variant)
-            assert [d for d in part.outputs[0].shape if isinstance(d, int)] == list(out.shape[1:]), (name, variant)
+            outs = out if isinstance(out, (tuple, list)) else (out,)  # a part may declare several outputs
+            assert len(outs) == len(part.outputs), (name, variant)
+            for spec, t in zip(part.outputs, outs):
+                assert isinstance(t, torch.Tensor) and t.shape[0] == 5, (name, variant, spec.name)
+                assert [d for d in spec.shape if isinstance(d, int)] == list(t.shape[1:]), (name, variant, spec.name)
             if variant != "cloud":
                 assert not part.module.training and all(p.device.type == "cpu" for p in part.module.parameters())
 
