@@ -102,7 +102,20 @@ def test_the_item_graph_of_interactions():
     assert g.edge_index.t().tolist() == [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]]  # node = movie id - 1
     assert g.y.tolist()[1] == [1.0, 1.0, 0.0] and g.node_id.tolist() == [1, 2, 3, 4, 5]
     assert torch.bincount(g.stage, minlength=3).tolist() == [3, 1, 1]
-    assert g.x.shape == (5, 1 + 2 + 1 + 1)  # year z, decades 1990 / 2000 one-hot, log popularity, mean rating
+    # year z, decades 1990 / 2000 one-hot, log popularity, mean rating; the training neighbours' genre shares
+    # (3 genres) and their number
+    assert g.x.shape == (5, 1 + 2 + 1 + 1 + 3 + 1)
+    known = [j for j in (1, 2) if int(g.stage[j]) == 0]  # node 0's neighbours with training labels
+    want = g.y[known].mean(0) if known else torch.zeros(3)
+    torch.testing.assert_close(g.x[0, 5:8], want)
+    assert g.x[3, 5:8].tolist() == g.x[4, 5:8].tolist() == [0.0, 0.0, 0.0]  # no edges: nothing known around them
+    # a node's own label never enters its features: another genre for movie 1 leaves its row as it was
+    other = ggcn.build_item_graph(_interactions(pairs, ["Horror", "Comedy Drama", "Drama", "Horror", "Drama"],
+                                                ["1990", "1995", "2001", "1999", ""]),
+                                  {"graph": {"min_common": 2, "top_k": 5, "split": [0.6, 0.2, 0.2]}}, seed=0)
+    assert torch.equal(other.x[0], g.x[0])
+    plain = ggcn.build_item_graph(data, {"graph": {"min_common": 2, "top_k": 5, "label_features": False}}, seed=0)
+    assert plain.x.shape == (5, 5)
     low = ggcn.build_item_graph(data, {"graph": {"min_common": 1, "top_k": 1, "rank": "count"}}, seed=0)
     # top-1 per node by co-raters, kept when either end keeps it: 1-2 (3 users), 2-1, 3-1 (ties by index), 4-1, 5-4
     assert {tuple(e) for e in low.edge_index.t().tolist() if e[0] < e[1]} == {(0, 1), (0, 2), (0, 3), (3, 4)}

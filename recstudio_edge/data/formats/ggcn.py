@@ -49,7 +49,10 @@ Sources:
   ``data.graph.label_attr`` names another), multi-label; features: release year (standardised, and
   its decade one-hot), log popularity and mean rating (standardised) and, with
   ``data.graph.rater_features`` (default), who rates it: the share of its raters of each gender,
-  age group and occupation (``.user`` columns; a numeric age: the raters' mean);
+  age group and occupation (``.user`` columns; a numeric age: the raters' mean) and, with
+  ``data.graph.label_features`` (default), what its neighbours with training labels say (the
+  share of them carrying each genre, and their number: ``label_features``; a node's own label
+  never enters its features);
   stages drawn per node with ``data.graph.split`` ratios (seeded);
 - ``generate(...)``: PPI-like data with planted structure: several graphs, nodes in communities
   (stochastic block model with a heavy-tailed degree propensity), each community with its own
@@ -86,7 +89,7 @@ STAGES = ("train", "valid", "test")
 SUFFIXES = {"graph": "-G.json", "id_map": "-id_map.json", "class_map": "-class_map.json", "feats": "-feats.npy"}
 # graph building from interactions (data.graph: ...); the same defaults as configs/model/GGCN.yaml
 GRAPH_DEFAULTS = {"min_common": 5, "top_k": 10, "rank": "cosine", "split": [0.6, 0.2, 0.2], "label_attr": None,
-                  "rater_features": True}
+                  "rater_features": True, "label_features": True}
 RATER_ATTRS = ("gender", "age", "occupation")  # user columns summarised over a movie's raters
 LABEL_ATTRS = ("genre", "class", "category")
 
@@ -513,6 +516,23 @@ def _year(text: str) -> float:
         return float("nan")
 
 
+def label_features(edges: np.ndarray, y: np.ndarray, known: np.ndarray) -> List[np.ndarray]:
+    """What a node's neighbours with known (training) labels say: the share of them carrying each
+    label ``[N, C]`` and their number (log, standardised) ``[N, 1]``. A node's own label never enters
+    its features (the graph has no self loops), so training and evaluation nodes see the same kind of
+    input. GCNII propagates features, not labels: on MovieLens' item graph the features alone say
+    little about a genre, and the neighbours' genres say most of it."""
+    from scipy.sparse import csr_matrix
+
+    n = y.shape[0]
+    a = csr_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(n, n))
+    k = known.astype(np.float64)
+    count = a @ k
+    share = (a @ (y * k[:, None])) / np.maximum(count, 1)[:, None]
+    c = np.log1p(count)
+    return [share, ((c - c.mean()) / (c.std() or 1.0))[:, None]]
+
+
 def build_item_graph(data, cfg: Dict[str, Any], seed: int = 0) -> Graph:
     """Movies as nodes (``from_interactions``, module docstring)."""
     from scipy.sparse import coo_matrix, csr_matrix
@@ -593,7 +613,6 @@ def build_item_graph(data, cfg: Dict[str, Any], seed: int = 0) -> Graph:
             h = csr_matrix((np.ones(len(rows_u)), (rows_u, [code[toks[u]] for u in rows_u])),
                            shape=(int(data.num_users), len(vocab)))
             cols.append(np.asarray((m.T @ h).todense()) / np.maximum(pop, 1)[:, None])
-    x = np.concatenate(cols, axis=1).astype(np.float32)
     # stages per node
     ratios = np.array(gc["split"]) / sum(gc["split"])
     perm = np.random.default_rng(seed).permutation(n_items)
@@ -601,6 +620,9 @@ def build_item_graph(data, cfg: Dict[str, Any], seed: int = 0) -> Graph:
     stage = np.zeros(n_items, dtype=np.int64)
     stage[perm[n_tr:n_tr + n_va]] = 1
     stage[perm[n_tr + n_va:]] = 2
+    if gc["label_features"]:
+        cols += label_features(edges.numpy(), y, stage == 0)
+    x = np.concatenate(cols, axis=1).astype(np.float32)
     names = [str(t) for t in data.item_tokens[1:]]
     return Graph(torch.from_numpy(x), torch.from_numpy(y), edges, torch.from_numpy(stage),
                  torch.zeros(n_items, dtype=torch.long), torch.arange(1, n_items + 1), names, classes)
