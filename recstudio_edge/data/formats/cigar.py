@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .fields import int_list as _list
 
 KINDS, HOLDS = ("cigar",), "CIGAR (Alimama 29-column)"
 SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
@@ -145,19 +146,6 @@ def _int(text: str, path, line: int, name: str) -> int:
     if not t.isdigit():
         raise DataError(path, line, name, f"expected a non-negative integer, got {text!r}")
     return int(t)
-
-
-def _list(text: str, path, line: int, name: str) -> List[int]:
-    t = text.strip()
-    if not t:
-        return []
-    out = []
-    for k, tok in enumerate(t.split(",")):
-        s = tok.strip()
-        if not s.isdigit():
-            raise DataError(path, line, name, f"entry {k + 1} is not a non-negative integer: {tok!r}")
-        out.append(int(s))
-    return out
 
 
 def parse_line(text: str, layout: Layout, path, line: int):

@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .fields import cli_data_config, int_field as _int, int_list as _ids
 
 FIELDS = ("user_id", "item_id", "cate_id", "label", "item_seq", "cate_seq", "edge_item_seq", "edge_cate_seq",
           "seq_len")
@@ -102,30 +103,6 @@ class Samples:
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-def _int(text: str, path, line: int, name: str, low: int = 0) -> int:
-    t = text.strip()
-    try:
-        v = int(t)
-    except ValueError:
-        raise DataError(path, line, name, f"expected an integer, got {text!r}") from None
-    if v < low:
-        raise DataError(path, line, name, f"expected an integer >= {low}, got {v}")
-    return v
-
-
-def _ids(text: str, path, line: int, name: str) -> List[int]:
-    t = text.strip()
-    if not t:
-        return []
-    out = []
-    for k, tok in enumerate(t.split(",")):
-        s = tok.strip()
-        if not s.isdigit():
-            raise DataError(path, line, name, f"entry {k + 1} is not a non-negative integer: {tok!r}")
-        out.append(int(s))
-    return out
-
-
 def parse_line(text: str, path, line: int):
     """``(user, item, cate, label, (items, cates), (edge items, edge cates), seq_len)`` of one line
     (padding positions dropped), or ``DataError``."""
@@ -593,17 +570,8 @@ def convert(data_cfg: Dict[str, Any], data_dir, out_dir, seed: int = 2024) -> Di
 
 def _data_config(dataset: Optional[str], overrides: Dict[str, Any]) -> Dict[str, Any]:
     """The command line's data config: base.yaml's ``data:`` < ``CONVERT_DEFAULTS`` <
-    ``configs/data/<dataset>.yaml``'s ``data:`` < the options given (as pinrec's command line)."""
-    from ...config import CONFIG_DIR, find_named_config, load_yaml, merge
-
-    cfg = merge(load_yaml(CONFIG_DIR / "base.yaml")["data"], CONVERT_DEFAULTS)
-    if dataset:
-        dpath = find_named_config("data", dataset)
-        if dpath is not None:
-            cfg = merge(cfg, load_yaml(dpath).get("data") or {})
-        cfg["name"] = dpath.stem if dpath is not None else dataset
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    return cfg
+    ``configs/data/<dataset>.yaml``'s ``data:`` < the options given (``fields.cli_data_config``)."""
+    return cli_data_config(dataset, CONVERT_DEFAULTS, overrides)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

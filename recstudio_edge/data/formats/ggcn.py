@@ -535,7 +535,7 @@ def label_features(edges: np.ndarray, y: np.ndarray, known: np.ndarray) -> List[
 
 def build_item_graph(data, cfg: Dict[str, Any], seed: int = 0) -> Graph:
     """Movies as nodes (``from_interactions``, module docstring)."""
-    from scipy.sparse import coo_matrix, csr_matrix
+    from scipy.sparse import csr_matrix
 
     gc = graph_config(cfg)
     n_items = int(data.num_items) - 1  # node i = item id i + 1

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .fields import int_field as _int, int_list
 
 KINDS, HOLDS = ("ctr",), "MCRec CTR"
 COLUMNS = {"crec": ("hist_seq", "cand", "label"), "orec": ("hist_seq", "cand", "prior_score", "label"),
@@ -77,31 +78,9 @@ DEFAULT_LEN = 50
 
 
 # ---- reading ----------------------------------------------------------------------------------------
-def _int(text, path, line, name, low=0, high=None):
-    t = text.strip()
-    try:
-        v = int(t)
-    except ValueError:
-        raise DataError(path, line, name, f"expected an integer, got {text!r}") from None
-    if v < low or (high is not None and v > high):
-        rng = f"{low}..{high}" if high is not None else f">= {low}"
-        raise DataError(path, line, name, f"expected an integer {rng}, got {v}")
-    return v
-
-
 def _seq(text, path, line, name):
-    t = text.strip()
-    if not t:
-        return []
-    out = []
-    for k, tok in enumerate(t.split(",")):
-        s = tok.strip()
-        if not s.isdigit():
-            raise DataError(path, line, name, f"item {k + 1} is not a non-negative integer: {tok!r}")
-        v = int(s)
-        if v:
-            out.append(v)
-    return out
+    """The non-zero ids of a comma list (0 is padding, dropped wherever it stands)."""
+    return [v for v in int_list(text, path, line, name, what="item") if v]
 
 
 def _pad(rows, L):

@@ -61,6 +61,7 @@ import torch
 
 from ...progress import progress
 from ..errors import DataError
+from .fields import cli_data_config, int_field as _int
 
 FIELDS = ("user_id", "target_id", "clk_sequence", "label", "group_id")
 KINDS, HOLDS = ("ctr",), "CTR"  # the data kinds these files serve, and what they hold (in errors)
@@ -92,18 +93,6 @@ class Samples:
 
 
 # ---- reading ----------------------------------------------------------------------------------------
-def _int(text: str, path, line: int, name: str, low: int = 0, high: Optional[int] = None) -> int:
-    t = text.strip()
-    try:
-        v = int(t)
-    except ValueError:
-        raise DataError(path, line, name, f"expected an integer, got {text!r}") from None
-    if v < low or (high is not None and v > high):
-        rng = f"{low}..{high}" if high is not None else f">= {low}"
-        raise DataError(path, line, name, f"expected an integer {rng}, got {v}")
-    return v
-
-
 def parse_line(text: str, path, line: int, group_num: Optional[int] = None):
     """``(user, target, items (list, zeros dropped), label, group)`` of one line, or ``DataError``."""
     parts = text.split(";")
@@ -405,19 +394,8 @@ def open_source(folder, cfg: Dict[str, Any]) -> SampleFiles:
 
 # ---- command line --------------------------------------------------------------------------------------
 def _data_config(dataset: Optional[str], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    from ...config import CONFIG_DIR, find_named_config, load_yaml, merge
-
-    """The command line's data config (the module docstring): base.yaml's ``data:`` <
-    ``CONVERT_DEFAULTS`` < ``configs/data/<dataset>.yaml``'s ``data:`` < the options given."""
-    cfg = load_yaml(CONFIG_DIR / "base.yaml")["data"]
-    cfg = merge(cfg, CONVERT_DEFAULTS)
-    if dataset:
-        dpath = find_named_config("data", dataset)
-        if dpath is not None:
-            cfg = merge(cfg, load_yaml(dpath).get("data") or {})
-        cfg["name"] = dpath.stem if dpath is not None else dataset
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    return cfg
+    """The command line's data config (the module docstring; ``fields.cli_data_config``)."""
+    return cli_data_config(dataset, CONVERT_DEFAULTS, overrides)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
