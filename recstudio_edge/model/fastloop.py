@@ -65,6 +65,15 @@ def single_optimizer(fn):
     return fn
 
 
+def batch_rows(batch) -> int:
+    """The rows a training batch trains on (what its loss is a mean over, for the logged running
+    loss): ``user_id``'s, or ``node_id``'s (graph batches: the target nodes), else the first field's."""
+    for key in ("user_id", "node_id"):
+        if key in batch:
+            return int(batch[key].shape[0])
+    return int(next(iter(batch.values())).shape[0])
+
+
 class FastLoop:
     """The training side of ``Recommender`` (a mixin before ``LightningModule``): ``training_step``
     is ``compute_loss`` with the running loss logged, plus the optimiser steps when the switch
@@ -79,7 +88,7 @@ class FastLoop:
     def training_step(self, batch, batch_idx):
         if self.automatic_optimization:
             loss = self.compute_loss(batch)
-            self._log_train_loss(loss, batch_idx, batch["user_id"].numel())
+            self._log_train_loss(loss, batch_idx, batch_rows(batch))
             return loss
         # the fast loop: the automatic loop's zero_grad, backward and step for each batch, through
         # the strategy and the precision plugin, without its closure; a list of consecutive
@@ -94,7 +103,7 @@ class FastLoop:
             self.manual_backward(loss)
             opt.step()
             losses.append(loss.detach())
-            sizes.append(b["user_id"].numel())
+            sizes.append(batch_rows(b))
         if len(losses) == 1:
             mean, rows = losses[0], sizes[0]
         else:  # the call's sample-weighted mean loss

@@ -105,11 +105,6 @@ class GGCN(Recommender):
     def compute_loss(self, batch) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self.logits(batch), batch["label"].float())
 
-    def training_step(self, batch, batch_idx):
-        # the shared training step counts a batch's rows by its user_id; a graph batch's rows are nodes
-        rows = lambda b: {**b, "user_id": b["node_id"]}  # noqa: E731
-        return super().training_step([rows(b) for b in batch] if isinstance(batch, list) else rows(batch), batch_idx)
-
     def new_accumulator(self) -> MultiLabelAccumulator:
         return MultiLabelAccumulator(self.threshold)
 
