@@ -369,20 +369,26 @@ def open_source(folder, cfg: Dict[str, Any]) -> CigarSource:
     for stage, p in paths.items():
         if stage == "train" or p.exists():
             samples[stage] = read_samples(p, cfg, cfg.get("on_bad_line", "error"))
-    every = list(samples.values())
-    shapes = {(s.user_feat.shape[1], s.item_feat.shape[1]) for s in every}
+    shapes = {(s.user_feat.shape[1], s.item_feat.shape[1]) for s in samples.values()}
     if len(shapes) > 1:  # pragma: no cover - one layout reads them all
         raise DataError(str(folder), message=f"files differ in their number of features: {shapes}")
+    return source_of_samples(samples, str(folder), paths, cfg)
+
+
+def source_of_samples(samples: Dict[str, "Samples"], where: str, paths: Optional[Dict[str, Path]] = None,
+                      cfg: Optional[Mapping[str, Any]] = None) -> "CigarSource":
+    """The source of parsed samples (``{stage: Samples}``, ``train`` among them): vocabularies and the
+    user count are one more than the largest id of any stage (neighbours included)."""
+    every = list(samples.values())
     user_vocab = [max(int(s.user_feat[:, k].max()) for s in every) + 1 for k in range(every[0].user_feat.shape[1])]
     item_vocab = [max(max(int(s.item_feat[:, k].max()), int(s.seq_feat[:, k].max())) for s in every) + 1
                   for k in range(every[0].item_feat.shape[1])]
     num_users = max(max(int(s.user_id.max()), int(s.neighbors.max())) for s in every) + 1
     tr = samples["train"]
     pos = tr.label > 0.5
-    rows = {k: (len(s), s.batch) for k, s in samples.items()}
-    return CigarSource(rows, user_vocab, item_vocab, num_users, tr.neighbors.shape[1],
-                       {"user_id": tr.user_id[pos], "item_id": tr.item_feat[pos, 0]}, str(folder), paths, cfg,
-                       {"skipped_lines": float(sum(s.skipped for s in every))})
+    return CigarSource({k: (len(s), s.batch) for k, s in samples.items()}, user_vocab, item_vocab, num_users,
+                       tr.neighbors.shape[1], {"user_id": tr.user_id[pos], "item_id": tr.item_feat[pos, 0]}, where,
+                       paths, cfg, {"skipped_lines": float(sum(s.skipped for s in every))})
 
 
 # ---- built from interactions -------------------------------------------------------------------------
@@ -610,15 +616,7 @@ def generated_source(cfg: Optional[Mapping[str, Any]] = None, **gen) -> CigarSou
     cfg = dict(cfg or {})
     L, K = int(cfg.get("max_seq_len") or DEFAULTS["max_seq_len"]), int(cfg.get("max_neighbors") or 10)
     samples = {k: pack(v, L, K) for k, v in parts.items()}
-    every = list(samples.values())
-    user_vocab = [max(int(s.user_feat[:, k].max()) for s in every) + 1 for k in range(every[0].user_feat.shape[1])]
-    item_vocab = [max(max(int(s.item_feat[:, k].max()), int(s.seq_feat[:, k].max())) for s in every) + 1
-                  for k in range(every[0].item_feat.shape[1])]
-    num_users = max(max(int(s.user_id.max()), int(s.neighbors.max())) for s in every) + 1
-    tr = samples["train"]
-    pos = tr.label > 0.5
-    src = CigarSource({k: (len(s), s.batch) for k, s in samples.items()}, user_vocab, item_vocab, num_users,
-                      K, {"user_id": tr.user_id[pos], "item_id": tr.item_feat[pos, 0]}, "generated", cfg=cfg)
+    src = source_of_samples(samples, "generated", cfg=cfg)
     src.samples, src.generated = samples, g
     return src
 
