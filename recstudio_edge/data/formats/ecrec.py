@@ -54,9 +54,7 @@ Command line (from the repository root)::
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -67,7 +65,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .fields import cli_data_config, int_field as _int, int_list as _ids
+from .fields import cli_data_config, command_line, int_field as _int, int_list as _ids, run_command
 
 FIELDS = ("user_id", "item_id", "cate_id", "label", "item_seq", "cate_seq", "edge_item_seq", "edge_cate_seq",
           "seq_len")
@@ -575,24 +573,19 @@ def _data_config(dataset: Optional[str], overrides: Dict[str, Any]) -> Dict[str,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m recstudio_edge.data.formats.ecrec",
-                                 description="ECRec sample files: convert a dataset to them, or check them.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="write a dataset's ECRec samples (train/valid/test.txt)")
-    c.add_argument("-d", "--dataset", default="synthetic")
-    c.add_argument("--data_dir", default="datasets")
-    c.add_argument("--out", required=True)
+    ap, sub, c = command_line("ecrec", "ECRec sample files: convert a dataset to them, or check them.",
+                              "write a dataset's ECRec samples (train/valid/test.txt)")
     c.add_argument("--max_seq_len", type=int)
     c.add_argument("--edge_len", type=int)
     c.add_argument("--eval_neg_per_pos", type=int)
     c.add_argument("--max_requests_per_user", type=int)
-    c.add_argument("--seed", type=int, default=2024)
     k = sub.add_parser("check", help="read sample files and print their sizes (errors as file:line)")
     k.add_argument("files", nargs="+")
     k.add_argument("--max_seq_len", type=int, default=DEFAULT_SEQ)
     k.add_argument("--edge_len", type=int, default=DEFAULT_EDGE)
     args = ap.parse_args(argv)
-    try:
+
+    def work():
         if args.cmd == "convert":
             cfg = _data_config(args.dataset, {"max_seq_len": args.max_seq_len, "edge_len": args.edge_len,
                                               "eval_neg_per_pos": args.eval_neg_per_pos,
@@ -606,10 +599,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 s = read_samples(f, args.max_seq_len, args.edge_len)
                 print(f"{f}: {len(s)} samples, {int(s.label.sum())} positive, max item id "
                       f"{int(max(s.item_id.max(), s.item_seq.max()))}, max category {int(s.cate_id.max())}")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,32 @@ def cli_data_config(dataset: Optional[str], defaults: Mapping[str, Any], overrid
         cfg["name"] = str(layer.get("name") or (dpath.stem if dpath is not None else dataset))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return cfg
+
+
+def command_line(fmt: str, description: str, convert_help: str, default_dataset: str = "synthetic"):
+    """The parser of ``python -m recstudio_edge.data.formats.<fmt>``: ``(parser, subparsers, convert)``,
+    ``convert`` holding the options every format's converter takes (``-d/--dataset``, ``--data_dir``,
+    ``--out``, ``--seed``); the format adds its own options and commands (``check``, ``generate``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m recstudio_edge.data.formats.{fmt}", description=description)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help=convert_help)
+    c.add_argument("-d", "--dataset", default=default_dataset)
+    c.add_argument("--data_dir", default="datasets")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--seed", type=int, default=2024)
+    return ap, sub, c
+
+
+def run_command(fn) -> int:
+    """Run a format command line's work ``fn()``: 0, or 2 with ``error: file:line: ...`` on stderr for
+    bad input (a ``DataError``)."""
+    import sys
+
+    try:
+        fn()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -71,10 +71,8 @@ Command line::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -83,6 +81,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .fields import command_line, run_command
 
 KINDS, HOLDS = ("graph",), "graph (GraphSAGE)"  # the data kind these files serve, and what they hold
 STAGES = ("train", "valid", "test")
@@ -728,18 +727,12 @@ def _data_config(dataset: Optional[str], overrides: Dict[str, Any]) -> Dict[str,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m recstudio_edge.data.formats.ggcn",
-                                 description="GGCN's GraphSAGE graph files: convert a dataset, generate, or check.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="write a dataset's item graph (movies co-rated) as GraphSAGE files")
-    c.add_argument("-d", "--dataset", default="ml-100k-graph")
-    c.add_argument("--data_dir", default="datasets")
-    c.add_argument("--out", required=True, help="output folder")
+    ap, sub, c = command_line("ggcn", "GGCN's GraphSAGE graph files: convert a dataset, generate, or check.",
+                              "write a dataset's item graph (movies co-rated) as GraphSAGE files", "ml-100k-graph")
     c.add_argument("--prefix", help="file prefix (default: the dataset's name)")
     c.add_argument("--min_common", type=int)
     c.add_argument("--top_k", type=int)
     c.add_argument("--rank", choices=("cosine", "count"))
-    c.add_argument("--seed", type=int, default=2024)
     g = sub.add_parser("generate", help="write PPI-like generated graphs as GraphSAGE files")
     g.add_argument("--out", required=True)
     g.add_argument("--prefix", default="gen")
@@ -749,7 +742,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     k = sub.add_parser("check", help="read GraphSAGE files and print their sizes (errors name file and node/edge)")
     k.add_argument("prefix")
     args = ap.parse_args(argv)
-    try:
+
+    def work():
         if args.cmd == "convert":
             cfg = _data_config(args.dataset, {"min_common": args.min_common, "top_k": args.top_k, "rank": args.rank})
             out = Path(args.out) / (args.prefix or str(cfg["name"]))
@@ -765,10 +759,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             gr = read_graphsage(args.prefix)
             src = GraphSource(gr)
             print(", ".join(f"{k} {v:g}" for k, v in src.stats.items()))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

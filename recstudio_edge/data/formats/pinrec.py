@@ -48,9 +48,7 @@ one more than the largest group id (or ``data.group_num``, checked); ``data.max_
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +59,7 @@ import torch
 
 from ...progress import progress
 from ..errors import DataError
-from .fields import cli_data_config, int_field as _int
+from .fields import cli_data_config, command_line, int_field as _int, run_command
 
 FIELDS = ("user_id", "target_id", "clk_sequence", "label", "group_id")
 KINDS, HOLDS = ("ctr",), "CTR"  # the data kinds these files serve, and what they hold (in errors)
@@ -399,24 +397,19 @@ def _data_config(dataset: Optional[str], overrides: Dict[str, Any]) -> Dict[str,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m recstudio_edge.data.formats.pinrec",
-                                 description="PINRec sample files: convert a dataset to them, or check them.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="write a dataset's PINRec samples (train/valid/test.txt)")
-    c.add_argument("-d", "--dataset", default="synthetic")
-    c.add_argument("--data_dir", default="datasets")
-    c.add_argument("--out", required=True)
+    ap, sub, c = command_line("pinrec", "PINRec sample files: convert a dataset to them, or check them.",
+                              "write a dataset's PINRec samples (train/valid/test.txt)")
     c.add_argument("--group_num", type=int)
     c.add_argument("--max_seq_len", type=int)
     c.add_argument("--neg_per_pos", type=int)
     c.add_argument("--eval_neg_per_pos", type=int)
-    c.add_argument("--seed", type=int, default=2024)
     k = sub.add_parser("check", help="read sample files and print their sizes (errors as file:line)")
     k.add_argument("files", nargs="+")
     k.add_argument("--max_seq_len", type=int, default=50)
     k.add_argument("--group_num", type=int)
     args = ap.parse_args(argv)
-    try:
+
+    def work():
         if args.cmd == "convert":
             cfg = _data_config(args.dataset, {"group_num": args.group_num, "max_seq_len": args.max_seq_len,
                                               "neg_per_pos": args.neg_per_pos,
@@ -429,10 +422,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 s = read_samples(f, args.max_seq_len, args.group_num)
                 print(f"{f}: {len(s)} samples, {int(s.label.sum())} positive, groups "
                       f"{sorted(set(s.group_id.tolist()))}, max item id {int(max(s.target_id.max(), s.seq.max()))}")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(work)
 
 
 if __name__ == "__main__":
