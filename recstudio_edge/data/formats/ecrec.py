@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .staged import StagedSamples
 from .fields import cli_data_config, command_line, int_field as _int, int_list as _ids, run_command
 
 FIELDS = ("user_id", "item_id", "cate_id", "label", "item_seq", "cate_seq", "edge_item_seq", "edge_cate_seq",
@@ -305,8 +306,10 @@ def _ctr_error(where, kind: str):
     return DataError(str(where), message=f"data.format=ecrec holds ECRec CTR samples; this model trains on '{kind}' data")
 
 
-class SampleFiles:
+class SampleFiles(StagedSamples):
     """ECRec sample files of one dataset, read once (``data.format: ecrec``)."""
+
+    FORMAT, HOLDS = "ecrec", "ECRec CTR"
 
     def __init__(self, folder, files: Optional[Dict[str, Any]] = None, max_seq_len: int = DEFAULT_SEQ,
                  edge_len: int = DEFAULT_EDGE, on_bad_line: str = "error"):
@@ -329,37 +332,8 @@ class SampleFiles:
         self.stats = {f"{k}_rows": float(len(s)) for k, s in self.samples.items()}
         self.stats.update(skipped_lines=float(sum(s.skipped for s in every)), num_cates=float(self.num_cates - 1))
 
-    def stages(self) -> set:
-        return set(self.samples)
-
     def model_args(self) -> Dict[str, Any]:
         return {"num_cates": self.num_cates, "edge_len": self.edge_len}
-
-    def item_counts(self) -> torch.Tensor:
-        tr = self.samples["train"]
-        return torch.bincount(tr.item_id[tr.label > 0.5], minlength=self.num_items)
-
-    def train_keys(self) -> torch.Tensor:
-        tr = self.samples["train"]
-        pos = tr.label > 0.5
-        return torch.unique(tr.user_id[pos] * self.num_items + tr.item_id[pos])
-
-    def _dataset(self, kind: str, stage: str):
-        from ..dataset import BatchDataset
-
-        if kind != "ctr":
-            raise _ctr_error(self.folder, kind)
-        if stage not in self.samples:
-            where = self.paths.get(stage)
-            raise DataError(str(where if where is not None else self.folder), message=f"no {stage} sample file")
-        s = self.samples[stage]
-        return BatchDataset(len(s), s.batch)
-
-    def train(self, kind: str):
-        return self._dataset(kind, "train")
-
-    def eval(self, kind: str, stage: str):
-        return self._dataset(kind, stage)
 
     def read_input(self, path):
         from ..dataset import BatchDataset

@@ -59,6 +59,7 @@ import torch
 
 from ...progress import progress
 from ..errors import DataError
+from .staged import StagedSamples
 from .fields import cli_data_config, command_line, int_field as _int, run_command
 
 FIELDS = ("user_id", "target_id", "clk_sequence", "label", "group_id")
@@ -322,12 +323,14 @@ def _split_paths(folder: Path, files: Optional[Dict[str, Any]] = None) -> Dict[s
     return paths
 
 
-class SampleFiles:
+class SampleFiles(StagedSamples):
     """The sample files of one dataset, read once: what ``RecDataModule`` serves for
     ``data.format: pinrec`` (see the module docstring). Offers the facts the data module passes
     on (``num_users``, ``num_items``, ``group_num``, ``item_counts()``, ``train_keys()``,
     ``stats``) and, as ``KindBuilder`` does for interactions, ``train(kind)`` / ``eval(kind, stage)``
     datasets of the ``ctr`` kind."""
+
+    FORMAT, TARGET = "pinrec", "target_id"
 
     def __init__(self, folder, files: Optional[Dict[str, Any]] = None, max_seq_len: int = 50,
                  group_num: Optional[int] = None, on_bad_line: str = "error"):
@@ -344,43 +347,8 @@ class SampleFiles:
         self.stats = {f"{k}_rows": float(len(s)) for k, s in self.samples.items()}
         self.stats.update(skipped_lines=float(sum(s.skipped for s in every)))
 
-    def stages(self) -> set:
-        """The stages whose file was read."""
-        return set(self.samples)
-
     def model_args(self) -> Dict[str, Any]:
         return {}
-
-    def item_counts(self) -> torch.Tensor:
-        """Positive training rows per target item."""
-        tr = self.samples["train"]
-        return torch.bincount(tr.target_id[tr.label > 0.5], minlength=self.num_items)
-
-    def train_keys(self) -> torch.Tensor:
-        """Sorted ``user * num_items + item`` keys of the positive training rows."""
-        tr = self.samples["train"]
-        pos = tr.label > 0.5
-        return torch.unique(tr.user_id[pos] * self.num_items + tr.target_id[pos])
-
-    def _dataset(self, kind: str, stage: str):
-        from ..dataset import BatchDataset
-
-        if kind != "ctr":
-            raise DataError(str(self.folder),
-                            message=f"data.format=pinrec holds CTR samples; this model trains on '{kind}' data")
-        if stage not in self.samples:
-            where = self.paths.get(stage)
-            raise DataError(str(where if where is not None else self.folder),
-                            message=f"no {stage} sample file" + ("" if where is not None else
-                                                                 f" (data.files names none for {stage})"))
-        s = self.samples[stage]
-        return BatchDataset(len(s), s.batch)
-
-    def train(self, kind: str):
-        return self._dataset(kind, "train")
-
-    def eval(self, kind: str, stage: str):
-        return self._dataset(kind, stage)
 
 
 def open_source(folder, cfg: Dict[str, Any]) -> SampleFiles:
