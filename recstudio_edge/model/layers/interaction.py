@@ -116,13 +116,13 @@ class CrossNetV2(nn.Module):
             self.u = nn.ModuleList(nn.Linear(self.low_rank, n, bias=False) for _ in range(L))
         else:
             E, r = self.num_experts, self.low_rank
-            self.V = nn.Parameter(torch.empty(L, E, n, r))
-            self.C = nn.Parameter(torch.empty(L, E, r, r))
-            self.U = nn.Parameter(torch.empty(L, E, r, n))
-            for p in (self.V, self.C, self.U):
-                for layer in p:
-                    for e in layer:
-                        nn.init.xavier_normal_(e)
+            def xavier(*shape):  # each expert's matrix as its own xavier_normal_ draw
+                w = torch.empty(L * E, *shape)
+                for m in w:
+                    nn.init.xavier_normal_(m)
+                return nn.Parameter(w.reshape(L, E, *shape))
+
+            self.V, self.C, self.U = xavier(n, r), xavier(r, r), xavier(r, n)
             self.gate = nn.Linear(n, E, bias=False)
 
     def layer(self, i: int, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
