@@ -1,0 +1,215 @@
+"""ShardedStream: disjoint per rank and worker, each row once per epoch, equal batch counts,
+seeded orders, exact resume from a state_dict, clear errors."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.orc as orc
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recstudio_edge.data import streaming
+from recstudio_edge.data.errors import DataError
+from recstudio_edge.data.streaming import POS_KEY, ShardedStream
+
+# unequal files and row groups: 3 files, 1563 rows, row groups of 97 / 64 / 50 rows
+SIZES = (500, 730, 333)
+GROUPS = (97, 64, 50)
+ROWS = sum(SIZES)
+
+
+def _write(folder, fmt):
+    folder.mkdir(exist_ok=True)
+    start = 0
+    for i, (n, g) in enumerate(zip(SIZES, GROUPS)):
+        ids = np.arange(start, start + n, dtype=np.int64)
+        table = pa.table({"row_id": ids, "x": ids.astype(np.float64) / 7.0, "name": [f"r{v}" for v in ids]})
+        path = folder / f"part-{i}.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(table, path, row_group_size=g)
+        else:
+            orc.write_table(table, str(path), batch_size=g, stripe_size=1)
+        start += n
+    return folder
+
+
+@pytest.fixture(scope="module", params=["parquet", "orc"])
+def shards(request, tmp_path_factory):
+    return _write(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def ids_only(table):
+    return {"row_id": torch.from_numpy(table.column("row_id").to_numpy().copy())}
+
+
+def stream(path, **kw):
+    kw.setdefault("batch_size", 64)
+    kw.setdefault("shuffle_buffer", 150)
+    kw.setdefault("columns", ["row_id"])
+    return ShardedStream(path, convert=ids_only, **kw)
+
+
+def epoch_batches(path, epoch, world=2, workers=2, **kw):
+    """Per rank: the list of batches ((worker, index), row ids) one epoch yields through a DataLoader."""
+    out = []
+    for rank in range(world):
+        ds = stream(path, rank=rank, world_size=world, num_workers=workers, **kw)
+        ds.set_epoch(epoch)
+        got = [(tuple(b[POS_KEY].tolist()), b["row_id"].numpy()) for b in ds.loader()]
+        assert len(got) == len(ds)
+        out.append(got)
+    return out
+
+
+def test_two_ranks_two_workers_read_every_row_once_per_epoch(shards):
+    orders = []
+    for epoch in (0, 1):
+        ranks = epoch_batches(shards, epoch)
+        counts = {len(r) for r in ranks}
+        assert len(counts) == 1  # every rank the same number of batches (DDP)
+        rows = np.concatenate([ids for r in ranks for _, ids in r])
+        assert len(rows) == ROWS and np.array_equal(np.sort(rows), np.arange(ROWS))
+        for r in ranks:
+            assert {pos[0] for pos, _ in r} == {epoch}
+            per_worker = {}
+            for (_, worker, index), ids in r:
+                per_worker.setdefault(worker, []).append((index, len(ids)))
+            assert sorted(per_worker) == [0, 1]
+            sizes = [[n for _, n in v] for v in per_worker.values()]
+            assert len({len(s) for s in sizes}) == 1  # equal batch counts per worker
+            for v in per_worker.values():
+                assert [i for i, _ in v] == list(range(len(v)))
+                assert max(n for _, n in v) - min(n for _, n in v) <= 1  # near-equal batch sizes
+        # the two ranks read disjoint rows
+        a = np.concatenate([ids for _, ids in ranks[0]])
+        b = np.concatenate([ids for _, ids in ranks[1]])
+        assert not set(a.tolist()) & set(b.tolist())
+        orders.append(np.concatenate([ids for _, ids in ranks[0]]))
+    assert not np.array_equal(orders[0], orders[1])  # a new epoch, a new order
+
+
+def test_same_seed_same_order_other_seed_other_order(shards):
+    a = epoch_batches(shards, 3, seed=5)
+    b = epoch_batches(shards, 3, seed=5)
+    c = epoch_batches(shards, 3, seed=6)
+    flat = lambda ranks: np.concatenate([ids for r in ranks for _, ids in r])  # noqa: E731
+    assert np.array_equal(flat(a), flat(b))
+    assert not np.array_equal(flat(a), flat(c))
+
+
+def test_unshuffled_single_reader_keeps_file_order(shards):
+    ds = stream(shards, shuffle=False, rank=0, world_size=1)
+    rows = np.concatenate([b["row_id"].numpy() for b in ds])
+    assert np.array_equal(rows, np.arange(ROWS))
+    # 1563 rows / 64 -> 25 batches of 62 or 63 rows
+    assert len(ds) == 25
+    assert sorted({len(b["row_id"]) for b in ds}) == [62, 63]
+
+
+def test_shuffle_permutes_rows_within_windows(shards):
+    ds = stream(shards, rank=0, world_size=1, shuffle_buffer=400)
+    rows = np.concatenate([b["row_id"].numpy() for b in ds])
+    assert np.array_equal(np.sort(rows), np.arange(ROWS))
+    # consecutive rows of the stream are rarely consecutive rows of a file
+    assert np.mean(np.diff(rows) == 1) < 0.05
+
+
+def test_resume_from_state_dict_yields_exactly_the_unseen_rows(shards):
+    for epoch, stop in ((0, 5), (1, 0), (1, 13)):
+        ds = stream(shards, rank=1, world_size=2, num_workers=2, seed=3)
+        ds.set_epoch(epoch)
+        full = [(tuple(b[POS_KEY].tolist()), b["row_id"].numpy()) for b in ds.loader()]
+        ds = stream(shards, rank=1, world_size=2, num_workers=2, seed=3)
+        ds.set_epoch(epoch)
+        seen = []
+        for i, batch in enumerate(ds.loader()):
+            if i == stop:
+                break
+            ds.consumed(batch)
+            seen.append((tuple(batch[POS_KEY].tolist()), batch["row_id"].numpy()))
+        state = ds.state_dict()
+        assert state["epoch"] == epoch and sum(state["next"]) == stop
+        fresh = stream(shards, rank=1, world_size=2, num_workers=2, seed=3)
+        loader = fresh.loader()
+        loader.load_state_dict(state)
+        fresh.set_epoch(epoch)  # the same epoch keeps the loaded position
+        rest = [(tuple(b[POS_KEY].tolist()), b["row_id"].numpy()) for b in loader]
+        assert len(rest) == len(full) - stop
+        # every batch is the uninterrupted run's batch of that (worker, index), each exactly once
+        # (the DataLoader starts its round robin at worker 0 again: only the interleaving differs)
+        want = dict(full)
+        got = dict(seen + rest)
+        assert len(got) == len(seen) + len(rest) == len(want)
+        for pos, ids in got.items():
+            assert np.array_equal(ids, want[pos])
+        rows = np.concatenate([ids for _, ids in seen + rest])
+        assert np.array_equal(np.sort(rows), np.sort(np.concatenate(list(want.values()))))
+        # the position is used once: the next iteration of the loader is a whole epoch again
+        assert len(list(loader)) == len(full)
+
+
+def test_resume_rereads_only_the_current_window(shards, monkeypatch):
+    reads = []
+    real = streaming._read_unit
+    monkeypatch.setattr(streaming, "_read_unit", lambda r, p, u, c: reads.append(u) or real(r, p, u, c))
+    ds = stream(shards, rank=0, world_size=1, shuffle_buffer=300)
+    it = iter(ds)
+    for _ in range(12):
+        ds.consumed(next(it))
+    state = ds.state_dict()
+    read_before = len(reads)
+    reads.clear()
+    fresh = stream(shards, rank=0, world_size=1, shuffle_buffer=300)
+    fresh.load_state_dict(state)
+    batch = next(iter(fresh))
+    assert batch[POS_KEY].tolist() == [0, 0, 12]
+    # the window holding batch 12 (and the next one if the batch straddles): >= 300 rows of the
+    # smallest units is at most 8 units, far fewer than the 12 batches' units read before
+    assert 0 < len(reads) <= 2 * (300 // 50 + 1) and len(reads) < read_before + 1
+    assert sum(u.rows for u in reads) < 2 * (300 + 97)
+
+
+def test_state_dict_after_epoch_change_and_layout_check(shards):
+    ds = stream(shards, rank=0, world_size=1)
+    assert ds.state_dict()["next"] == [0]
+    ds.consumed(next(iter(ds)))
+    ds.set_epoch(1)
+    assert ds.state_dict()["epoch"] == 1 and ds.state_dict()["next"] == [0]
+    other = stream(shards, rank=0, world_size=1, batch_size=32)
+    with pytest.raises(ValueError, match="batch_size 64 then, 32 now"):
+        other.load_state_dict(ds.state_dict())
+    with pytest.raises(ValueError, match="world_size 1 then, 2 now"):
+        stream(shards, rank=0, world_size=2).load_state_dict(ds.state_dict())
+
+
+def test_default_convert_and_all_columns(shards):
+    ds = ShardedStream(shards, columns=["row_id", "x"], batch_size=500, shuffle=False, rank=0, world_size=1)
+    batch = next(iter(ds))
+    assert batch["row_id"].dtype == torch.int64 and batch["x"].dtype == torch.float32
+    assert torch.allclose(batch["x"], batch["row_id"].float() / 7.0)
+    with pytest.raises(DataError, match="field 'name': type string has no default tensor"):
+        next(iter(ShardedStream(shards, batch_size=500, rank=0, world_size=1)))
+
+
+def test_errors_name_the_problem(shards, tmp_path):
+    with pytest.raises(DataError, match=r"field 'row_ld': no such column; did you mean 'row_id'"):
+        ShardedStream(shards, columns=["row_ld"])
+    with pytest.raises(DataError, match="file not found"):
+        ShardedStream(tmp_path / "nothing.parquet")
+    with pytest.raises(DataError, match="no Parquet or ORC files"):
+        ShardedStream(tmp_path)
+    # 3 files with one row group each, read by 2 ranks x 2 workers
+    one = _write(tmp_path / "one", "parquet")
+    for f in one.iterdir():
+        pq.write_table(pq.read_table(f), f, row_group_size=10_000)
+    with pytest.raises(DataError, match=r"3 row groups / stripes in 3 file\(s\) for 2 rank\(s\) x 2 worker\(s\) = 4"):
+        stream(one, rank=0, world_size=2, num_workers=2)
+    ds = stream(one, num_workers=4)  # ranks decided at iteration: the error comes then
+    with pytest.raises(DataError, match="= 4 readers: every reader needs at least one"):
+        ds.assignment(0)
+    with pytest.raises(ValueError, match=r"num_workers=2\) is read by a DataLoader with num_workers=0"):
+        iter(stream(shards, rank=0, world_size=1, num_workers=2))
+    with pytest.raises(ValueError, match="persistent workers"):
+        stream(shards, num_workers=1).loader(persistent_workers=True)
+    with pytest.raises(ValueError, match="give both rank and world_size"):
+        stream(shards, rank=0)
