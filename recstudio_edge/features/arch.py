@@ -269,10 +269,9 @@ class FeatureArch(nn.Module):
             x = torch.where(self.log1p_mask, torch.log1p(torch.clamp(x, min=0.0)), x)
         return x
 
-    def _slot_groups(self, batch: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
-        """The slots as ``[B, n, D]`` tensors, in computed order (scalar lookups, then sequences)."""
-        scal = self._scalar
-        vals = [batch[n] for n in scal]
+    def _scalar_ids(self, batch: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
+        """The scalar features' ids after their torch ops (``[B]``, ``[B, k]`` for multi-hash)."""
+        vals = [batch[n] for n in self._scalar]
         for step in self._steps:
             for g in step:
                 if len(g.members) == 1:
@@ -282,6 +281,22 @@ class FeatureArch(nn.Module):
                     out = self._run_op(g, torch.stack([vals[i] for i in g.members], 1))
                     for j, i in enumerate(g.members):
                         vals[i] = out[:, j]
+        return vals
+
+    def ids(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``{feature: ids}`` after the torch-side ops, within the feature's table: the table's row is
+        ``id + 1``. A scalar feature ``[B]`` (``[B, k]`` for multi-hash); a sequence ``[B, L]``
+        (``[B, L, k]``) with ``-1`` at padding."""
+        self._inputs(batch)
+        out = dict(zip(self._scalar, self._scalar_ids(batch)))
+        for name in self._seq:
+            rows, mask = self._seq_rows(self._feature[name], batch[name])
+            out[name] = torch.where(mask.unsqueeze(-1) if rows.dim() == 3 else mask, rows - 1, torch.full_like(rows, -1))
+        return {f.name: out[f.name] for f in self.sparse_features}
+
+    def _slot_groups(self, batch: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
+        """The slots as ``[B, n, D]`` tensors, in computed order (scalar lookups, then sequences)."""
+        vals = self._scalar_ids(batch)
         groups: List[torch.Tensor] = []
         for d, members, offname in self._lookups:
             ids = torch.stack([vals[i] for i in members], 1) if len(members) > 1 else vals[members[0]].unsqueeze(1)
@@ -295,19 +310,20 @@ class FeatureArch(nn.Module):
             groups.append(self._sequence(self._feature[name], batch[name]))
         return groups
 
-    def _sequence(self, f: Feature, x: torch.Tensor) -> torch.Tensor:
+    def _seq_rows(self, f: Feature, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A sequence's rows within its table (``id + 1``, ``0`` at padding) and its mask."""
         mask = x > 0
-        if f.torch_ops:
-            v = x - 1
-            for op in f.torch_ops:
-                v = self._seq_op(op, v, x.device)
-            ids = v + 1
-            if ids.dim() == 3:
-                ids = torch.where(mask.unsqueeze(-1), ids, torch.zeros_like(ids))
-            else:
-                ids = torch.where(mask, ids, torch.zeros_like(ids))
-        else:
-            ids = x
+        if not f.torch_ops:
+            return x, mask
+        v = x - 1
+        for op in f.torch_ops:
+            v = self._seq_op(op, v, x.device)
+        ids = v + 1
+        m = mask.unsqueeze(-1) if ids.dim() == 3 else mask
+        return torch.where(m, ids, torch.zeros_like(ids)), mask
+
+    def _sequence(self, f: Feature, x: torch.Tensor) -> torch.Tensor:
+        ids, mask = self._seq_rows(f, x)
         d = self.dim_of[f.name]
         e = F.embedding(ids + self.table_offset[f.table], self.weights[f"d{d}"])
         if e.dim() == 4:
