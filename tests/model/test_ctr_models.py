@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from recstudio_edge.config import ConfigError
-from recstudio_edge.edge.protocol import TensorSpec
 from recstudio_edge.model.layers.interaction import (CatInteraction, CrossNetV2, DotInteraction,
                                                      FactorizationMachine, pair_index)
 
@@ -84,41 +83,44 @@ def test_cross_layer_formula_full_low_rank_and_mixture():
         CrossNetV2(6, num_experts=4)
 
 
-# ---- the networks learn planted crosses ----------------------------------------------------------
-class ToyArch(nn.Module):
-    """The sparse-arch interface the networks use (``features.FeatureArch``'s): one table per
-    sparse feature, the dense values passed through."""
-
-    def __init__(self, vocabs: dict, dense_dim: int, dim: int):
-        super().__init__()
-        self.names = list(vocabs)
-        self.tables = nn.ModuleList(nn.Embedding(v, dim) for v in vocabs.values())
-        for t in self.tables:
-            nn.init.normal_(t.weight, std=0.1)
-        self.vocabs, self.dense_dim, self.num_slots, self.slot_dims = dict(vocabs), dense_dim, len(vocabs), [dim] * len(vocabs)
-
-    def forward(self, batch):
-        return batch["dense"], torch.stack([t(batch[n]) for n, t in zip(self.names, self.tables)], 1)
-
-    def flat(self, batch):
-        dense, slots = self(batch)
-        return torch.cat([dense, slots.flatten(1)], 1)
-
-    def input_specs(self):
-        return (TensorSpec("dense", "float32", ("batch", self.dense_dim)),
-                *(TensorSpec(n, "int64", ("batch",), 0, v - 1) for n, v in self.vocabs.items()))
+# ---- the models learn planted crosses -----------------------------------------------------------
+# hand-made batches in FeatureArch's vocabulary (recstudio_edge.features): a dense feature of 2 values,
+# identity ids a and c (table sizes from the data), b raw integers bounded by a mod op, and a genre
+# sequence (ids stored plus one, 0 = padding) averaged into one slot
+SPECS = [
+    {"name": "dense", "type": "dense", "fields": ["d1", "d2"]},
+    {"name": "a", "type": "sparse", "fields": ["a"]},
+    {"name": "b", "type": "sparse", "fields": ["b"], "ops": [{"op": "mod", "value": 8}]},
+    {"name": "c", "type": "sparse", "fields": ["c"]},
+    {"name": "genre", "type": "sequence", "fields": ["genre"], "length": 3, "embedding": {"combiner": "mean"}},
+]
+SIZES = {"a": 8, "c": 8, "genre": 5}
+TINY = {
+    "DLRM": dict(embed_dim=8, dense_arch=[16, 8], over_arch=[32, 1]),
+    "DLRM-cat": dict(embed_dim=8, dense_arch=[16, 8], over_arch=[32, 1], interaction="cat"),
+    "DeepFM": dict(embed_dim=8, hidden=[32]),
+    "DCNv2": dict(embed_dim=8, num_cross_layers=2, parallel_hidden=[32]),
+    "DCNv2-mix": dict(embed_dim=8, structure="stacked", num_cross_layers=2, low_rank=4, num_experts=2,
+                      stacked_hidden=[32]),
+}
 
 
-VOCABS = {"a": 8, "b": 8, "c": 8}
+def build(name: str, **kw):
+    from recstudio_edge.model import create_model
+
+    torch.manual_seed(0)
+    return create_model(name.split("-")[0], features=SPECS, feature_sizes=SIZES, num_users=0, num_items=0,
+                        **{**TINY[name], **kw})
 
 
 def planted(n: int, seed: int):
-    """Rows whose label depends on the cross of ``a`` and ``b`` only (parity of a + b: every value
-    of ``a`` or ``b`` alone is clicked half the time), plus a noise feature ``c`` and 2 noise dense values."""
+    """Rows whose label depends on the cross of ``a`` and ``b`` only (parity of a + b mod 8: every
+    value of ``a`` or ``b`` alone is clicked half the time), plus noise: ``c``, the genres, 2 dense values."""
     g = torch.Generator().manual_seed(seed)
-    batch = {k: torch.randint(0, v, (n,), generator=g) for k, v in VOCABS.items()}
-    batch["dense"] = torch.randn(n, 2, generator=g)
-    s = 1.0 - 2.0 * ((batch["a"] + batch["b"]) % 2).float()
+    batch = {"a": torch.randint(0, 8, (n,), generator=g), "b": torch.randint(0, 1000, (n,), generator=g),
+             "c": torch.randint(0, 8, (n,), generator=g), "dense": torch.randn(n, 2, generator=g),
+             "genre": torch.randint(0, 6, (n, 3), generator=g), "user_id": torch.randint(1, 20, (n,), generator=g)}
+    s = 1.0 - 2.0 * ((batch["a"] + batch["b"] % 8) % 2).float()
     batch["label"] = (torch.rand(n, generator=g) < torch.sigmoid(2.5 * s)).float()
     return batch
 
@@ -131,60 +133,126 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def fit(net: nn.Module, train, steps: int = 250, batch: int = 256, lr: float = 0.01, seed: int = 0):
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+def fit(model: nn.Module, train, steps: int = 250, batch: int = 256, lr: float = 0.01, seed: int = 0):
+    """Adam on ``model.compute_loss`` (the towers' BCE) over random minibatches."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = train["label"].shape[0]
     g = torch.Generator().manual_seed(seed)
-    net.train()
+    model.train()
     for _ in range(steps):
         idx = torch.randint(0, n, (batch,), generator=g)
-        b = {k: v[idx] for k, v in train.items()}
-        loss = nn.functional.binary_cross_entropy_with_logits(net(b), b["label"])
+        loss = model.compute_loss({k: v[idx] for k, v in train.items()})
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return net.eval()
+    return model.eval()
 
 
 class FirstOrderOnly(nn.Module):
-    """Logistic regression on the ids and dense values: what no cross can help."""
+    """Logistic regression on the same features (a FeatureArch of dim 1): what no cross can help."""
 
     def __init__(self):
         super().__init__()
-        self.arch = ToyArch(VOCABS, 2, 1)
+        from recstudio_edge.features import FeatureArch
+
+        self.arch = FeatureArch(SPECS, SIZES, dim=1)
         self.dense = nn.Linear(2, 1)
 
-    def forward(self, batch):
+    def score(self, batch):
         dense, slots = self.arch(batch)
         return slots.sum((1, 2)) + self.dense(dense).squeeze(-1)
 
-
-def toy_nets():
-    from recstudio_edge.model.ctr.dcnv2 import build_dcnv2
-    from recstudio_edge.model.ctr.deepfm import build_deepfm
-    from recstudio_edge.model.ctr.dlrm import build_dlrm
-
-    torch.manual_seed(0)
-    D = 8
-    return {
-        "DLRM-dot": build_dlrm(ToyArch(VOCABS, 2, D), 2, 3, [D] * 3, [16, D], [32, 1], "dot"),
-        "DLRM-cat": build_dlrm(ToyArch(VOCABS, 2, D), 2, 3, [D] * 3, [16, D], [32, 1], "cat"),
-        "DeepFM": build_deepfm(ToyArch(VOCABS, 2, D), ToyArch(VOCABS, 2, 1), [32]),
-        "DCNv2": build_dcnv2(ToyArch(VOCABS, 2, D), 2 + 3 * D, "parallel", 2, None, 1, (), [32]),
-        "DCNv2-mix": build_dcnv2(ToyArch(VOCABS, 2, D), 2 + 3 * D, "stacked", 2, 4, 2, [32], ()),
-    }
+    def compute_loss(self, batch):
+        return nn.functional.binary_cross_entropy_with_logits(self.score(batch), batch["label"])
 
 
-def test_each_network_learns_planted_crosses_that_a_first_order_model_cannot():
+def test_each_model_learns_planted_crosses_that_a_first_order_model_cannot():
     torch.set_num_threads(1)
     train, test = planted(6000, 0), planted(3000, 1)
-    base = auc(fit(FirstOrderOnly(), train)(test).detach(), test["label"])
+    torch.manual_seed(0)
+    base = auc(fit(FirstOrderOnly(), train).score(test).detach(), test["label"])
     assert base < 0.56, base  # the crosses are invisible to first-order terms
-    bayes = auc(1.0 - 2.0 * ((test["a"] + test["b"]) % 2).float(), test["label"])  # the planted score: 0.92
-    for name, net in toy_nets().items():
-        got = auc(fit(net, train)(test).detach(), test["label"])
-        assert got > bayes - 0.02, (name, got, bayes, base)  # measured: within 0.003 of it for each, 3 seeds
+    bayes = auc(1.0 - 2.0 * ((test["a"] + test["b"] % 8) % 2).float(), test["label"])  # the planted score: 0.92
+    for name in TINY:
+        model = fit(build(name), train)
+        with torch.no_grad():
+            got = auc(model.score(test), test["label"])
+        assert got > bayes - 0.02, (name, got, bayes, base)  # measured: within 0.005 of it for each
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_the_device_part_in_onnx_equals_pytorch(name, tmp_path):
+    """The whole network from the features' inputs (dense values, raw ids, the padded sequence) to the
+    probability, exported and run in onnxruntime on valid inputs of several batch sizes."""
+    from recstudio_edge.edge.onnx_export import export_part
+    from recstudio_edge.edge.protocol import edge_parts_of
+
+    model = build(name).eval()
+    variant, part = edge_parts_of(model).first()
+    assert variant == "edge" and part.input_names == ["dense", "a", "b", "c", "genre"]
+    feed = planted(16, 3)
+    with torch.no_grad():  # the part is the model: same probabilities on real rows
+        torch.testing.assert_close(part(feed), model(feed))
+    report = export_part(part, tmp_path / "edge.onnx", exporter="torchscript", model=model)
+    assert report["max_abs_diff"] <= 1e-5 and len(report["checks"]) >= 2, report["checks"]
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(report["path"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: feed[n].numpy() for n in part.input_names})[0]
+    np.testing.assert_allclose(got, model(feed).detach().numpy(), atol=1e-6)
+
+
+def test_dlrm_kaggle_shapes_and_the_reference_initialisation():
+    """The reference's Kaggle configuration on 13 dense and 26 hashed categorical features: 27
+    vectors of 16 -> 351 pairs + 16 = 367 top-MLP inputs; MLP weights at the reference's spread."""
+    from recstudio_edge.model import create_model
+
+    specs = [{"name": "dense", "type": "dense", "fields": [f"I{i}" for i in range(1, 14)], "ops": [{"op": "log1p"}]}]
+    specs += [{"name": f"C{i}", "type": "sparse", "fields": [f"C{i}"], "ops": [{"op": "hash", "buckets": 50}]}
+              for i in range(1, 27)]
+    torch.manual_seed(0)
+    m = create_model("DLRM", features=specs, num_users=0, num_items=0)  # the YAML's defaults are the constructor's
+    bottom, top = m.net.dense_arch, m.net.over_arch
+    assert [l.in_features for l in bottom if isinstance(l, nn.Linear)] == [13, 512, 256, 64]
+    assert [l.in_features for l in top if isinstance(l, nn.Linear)] == [367, 512, 256]
+    assert isinstance(bottom[-1], nn.ReLU) and isinstance(top[-1], nn.Linear)  # the logit has no activation
+    w = top[0].weight.detach()
+    assert abs(float(w.std()) - (2 / (367 + 512)) ** 0.5) < 0.002 and abs(float(top[0].bias.detach().std()) - (1 / 512) ** 0.5) < 0.01
+    batch = {"dense": torch.rand(4, 13) * 100, **{f"C{i}": torch.randint(0, 50, (4,)) for i in range(1, 27)}}  # hashed by the reader
+    assert m.score(batch).shape == (4,)
+
+
+@pytest.mark.parametrize("name,kw,message", [
+    ("DLRM", dict(dense_arch=[16, 4]), r"model.dense_arch \[16, 4\]: its last size must equal the embedding size 8"),
+    ("DLRM", dict(over_arch=[32, 2]), r"model.over_arch \[32, 2\]: the top MLP's sizes, the last being 1"),
+    ("DLRM", dict(interaction="dott"), "model.interaction 'dott': did you mean 'dot'"),
+    ("DLRM-cat", dict(self_interaction=True), "self_interaction applies to interaction: dot"),
+    ("DLRM", dict(dense_arch="16-x"), "model.dense_arch: layer sizes must be whole numbers, got '16-x'"),
+    ("DCNv2", dict(structure="paralel"), "model.structure 'paralel': did you mean 'parallel'"),
+    ("DCNv2", dict(num_experts=4), "a mixture of 4 experts is a mixture of low-rank experts: set low_rank"),
+    ("DCNv2", dict(structure="stacked", stacked_hidden=[]), "model.stacked_hidden is empty"),
+    ("DeepFM", dict(dropout=1.5), r"model.dropout must be in \[0, 1\), got 1.5"),
+])
+def test_model_config_mistakes_say_what_to_change(name, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        build(name, **kw)
+
+
+def test_a_model_without_features_or_with_mixed_dims_says_so():
+    from recstudio_edge.model import create_model
+
+    with pytest.raises(ConfigError, match="DLRM: no features: .*set data.features"):
+        create_model("DLRM", num_users=0, num_items=0)
+    mixed = [{**SPECS[1], "embedding": {"dim": 4}}, {**SPECS[3], "embedding": {"dim": 6}}]
+    for name in ("DLRM", "DeepFM"):
+        with pytest.raises(ConfigError, match=rf"{name}: every sparse feature needs the same embedding size .* "
+                                              r"got sizes \[4, 6\]: set model.embed_dim"):
+            create_model(name, features=mixed, feature_sizes=SIZES, embed_dim=None, num_users=0, num_items=0)
+    # DCNv2 concatenates: mixed sizes are fine
+    m = create_model("DCNv2", features=mixed, feature_sizes=SIZES, embed_dim=None, parallel_hidden=[8],
+                     num_users=0, num_items=0)
+    assert m.score({"a": torch.tensor([1, 2]), "c": torch.tensor([0, 3])}).shape == (2,)
 
 
 # ---- AucStop -------------------------------------------------------------------------------------
