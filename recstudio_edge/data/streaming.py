@@ -448,8 +448,12 @@ class ShardedStream(IterableDataset):
         return batch
 
     # ---- position -------------------------------------------------------------------------
-    def consumed(self, batch: Union[Mapping[str, torch.Tensor], torch.Tensor]) -> None:
-        """Record that ``batch`` (a yielded batch, or its ``_pos``) was trained on."""
+    def consumed(self, batch: Union[Mapping[str, torch.Tensor], torch.Tensor, Sequence]) -> None:
+        """Record that ``batch`` (a yielded batch, or its ``_pos``, or a list of them) was trained on."""
+        if isinstance(batch, (list, tuple)):
+            for one in batch:
+                self.consumed(one)
+            return
         pos = batch[POS_KEY] if isinstance(batch, Mapping) else batch
         epoch, worker, index = (int(x) for x in torch.as_tensor(pos).reshape(-1)[:3].tolist())
         if not 0 <= worker < self.workers:
