@@ -323,7 +323,8 @@ def _format_of(path: Path) -> str:
 
 def write_table(table: pa.Table, path, row_group_size: Optional[int] = None) -> Path:
     """Write ``table`` to ``path`` in the format its name says (``.tsv`` / ``.txt`` / ``day_<n>``:
-    Criteo TSV, no header, null = empty; ``.parquet``; ``.orc``), ``row_group_size`` rows per
+    Criteo TSV, no header, null = empty; ``.parquet`` and ``.orc``, both snappy-compressed),
+    ``row_group_size`` rows per
     Parquet row group / ORC stripe. Written to a temporary name in the same folder and renamed,
     so a reader never sees half a file."""
     path = Path(path)
@@ -344,9 +345,9 @@ def write_table(table: pa.Table, path, row_group_size: Optional[int] = None) -> 
             import pyarrow.orc as orc
 
             if row_group_size:  # a stripe per batch of row_group_size rows
-                orc.write_table(table, str(tmp), batch_size=row_group_size, stripe_size=1)
+                orc.write_table(table, str(tmp), batch_size=row_group_size, stripe_size=1, compression="snappy")
             else:
-                orc.write_table(table, str(tmp))
+                orc.write_table(table, str(tmp), compression="snappy")
         os.replace(tmp, path)
     finally:
         if tmp.exists():

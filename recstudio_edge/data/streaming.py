@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import glob as _glob
 import heapq
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ POS_KEY = "_pos"
 PARQUET_SUFFIXES = (".parquet", ".pq")
 ORC_SUFFIXES = (".orc",)
 _FILE_CACHE = 16  # open file readers kept per worker
+_WARNED: set = set()
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -352,15 +355,22 @@ class ShardedStream(IterableDataset):
         return out
 
     def _plan(self, epoch: int, reader: int):
-        """``(units, window_starts, batch_bounds)`` of one reader: its units in order, the first
+        """``(windows, window_starts, batch_bounds)`` of one reader: its units in windows, the first
         stream row of each window (plus the end), and the first row of each batch (plus the end)."""
-        units = [self.units[u] for u in self.assignment(epoch)[reader]]
+        assignment = self.assignment(epoch)
+        units = [self.units[u] for u in assignment[reader]]
         rows = sum(u.rows for u in units)
         k = self.batches_per_worker()
         if rows < k:
             raise DataError(None, None, None,
                             f"reader {reader} got {rows} rows in epoch {epoch} but every reader yields {k} batches: "
                             "the row groups / stripes are too unequal for this many readers; write smaller ones")
+        loads = [sum(self.units[u].rows for u in a) for a in assignment]
+        if reader == 0 and max(loads) > 1.25 * min(loads) and (epoch, len(loads)) not in _WARNED:
+            _WARNED.add((epoch, len(loads)))
+            logger.warning("ShardedStream epoch %d: the %d readers got %d to %d rows (batches of ~%d to ~%d rows): "
+                           "write more, smaller row groups / stripes for equal batch sizes", epoch, len(loads),
+                           min(loads), max(loads), min(loads) // k, -(-max(loads) // k))
         q, r = divmod(rows, k)
         bounds = [j * q + min(j, r) for j in range(k + 1)]
         starts, windows, acc, fill = [0], [], 0, 0
