@@ -323,7 +323,8 @@ def _format_of(path: Path) -> str:
 
 def write_table(table: pa.Table, path, row_group_size: Optional[int] = None) -> Path:
     """Write ``table`` to ``path`` in the format its name says (``.tsv`` / ``.txt`` / ``day_<n>``:
-    Criteo TSV, no header, null = empty; ``.parquet`` and ``.orc``, both snappy-compressed),
+    Criteo TSV, no header, null = empty; ``.parquet`` and ``.orc``, both snappy-compressed, except ORC
+    stripes too small for it),
     ``row_group_size`` rows per
     Parquet row group / ORC stripe. Written to a temporary name in the same folder and renamed,
     so a reader never sees half a file."""
@@ -346,6 +347,10 @@ def write_table(table: pa.Table, path, row_group_size: Optional[int] = None) -> 
 
             if row_group_size:  # a stripe per batch of row_group_size rows
                 orc.write_table(table, str(tmp), batch_size=row_group_size, stripe_size=1, compression="snappy")
+                if orc.ORCFile(str(tmp)).nstripes != -(-table.num_rows // row_group_size):
+                    # small stripes: compressed streams buffer 64 KiB before the writer sees a stripe's
+                    # size, so it cannot cut them; uncompressed it can
+                    orc.write_table(table, str(tmp), batch_size=row_group_size, stripe_size=1)
             else:
                 orc.write_table(table, str(tmp), compression="snappy")
         os.replace(tmp, path)
