@@ -16,6 +16,8 @@ FROM_CONFIG = (
     "recstudio_edge.callbacks.plugin_stage:plugin_stage_from_config",  # PINRec's stage switch
     "recstudio_edge.callbacks.memory_update:memory_update_from_config",  # memory_update: (ECRec's memory refresh)
     "recstudio_edge.callbacks.onnx_export:export_after_fit",  # export.after_fit
+    "recstudio_edge.callbacks.stream_position:stream_position_from_config",  # data.stream: the reader's position
+    "recstudio_edge.callbacks.auc_stop:auc_stop_from_config",  # auc_stop.threshold (MLPerf's AUC target)
 )
 
 

@@ -44,6 +44,36 @@ def transfer_flat_batch(batch, device, dataloader_idx, fallback):
 
 
 
+class StreamPasses:
+    """The training loader of a ``ShardedStream`` (``data.stream``): each pass is a ``StreamLoader``
+    (``data/streaming.py``: ``num_workers`` processes, each reading its own row groups), its batches
+    grouped by ``steps`` (``train.steps_per_call``). ``len()`` is the stream's batches per rank (equal on
+    every rank, so DDP steps stay in lockstep). ``before_pass()`` runs when a pass starts (its first
+    ``next``, before any worker copies the stream), so the position it sets is the one the workers read,
+    whatever order Lightning creates iterators and calls hooks in."""
+
+    def __init__(self, stream, steps: int = 1, before_pass=None):
+        self.stream, self.steps, self.before_pass = stream, max(1, int(steps)), before_pass
+
+    def __len__(self) -> int:
+        return -(-len(self.stream) // self.steps)
+
+    def __iter__(self):
+        if self.before_pass is not None:
+            self.before_pass()
+        group = []
+        for batch in self.stream.loader():
+            if self.steps == 1:
+                yield batch
+                continue
+            group.append(batch)
+            if len(group) == self.steps:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
 class RecDataModule(pl.LightningDataModule):
     """Owns the dataset, its split and the dataloaders for one model's data kind.
 
@@ -89,6 +119,8 @@ class RecDataModule(pl.LightningDataModule):
         self.dataset_sampling_count = int(self.cfg.get("dataset_sampling_count") or 0)
         self._neg_sampler, self._neg_count = None, 0
         self._eval: Dict[str, BatchDataset] = {}
+        self.stream = None  # data.stream: the training ShardedStream (data/streaming.py) of a source's shards
+        self._stream_state: Optional[dict] = None  # a checkpoint's position, loaded before the stream exists
 
     def prepare_data(self) -> None:
         """Generate / download / parse (into the cache) once, or read a seed format's files; ``setup``
@@ -183,7 +215,18 @@ class RecDataModule(pl.LightningDataModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return transfer_flat_batch(batch, device, dataloader_idx, super().transfer_batch_to_device)
 
-    def train_dataloader(self) -> DataLoader:
+    @property
+    def streaming(self) -> bool:
+        """``data.stream`` on a source that streams its training shards (CTR files)."""
+        return bool(self.cfg.get("stream")) and callable(getattr(self.source, "train_stream", None))
+
+    def train_dataloader(self):
+        if self.streaming:
+            if self.stream is None:
+                self.stream = self.source.train_stream(self.batch_size, self.seed, self.num_workers)
+                if self._stream_state is not None:
+                    self.stream.load_state_dict(self._stream_state)
+            return StreamPasses(self.stream, self.loader_steps, self._next_stream_pass)
         if self._train is None:
             self._train, self._train_sampler = self.builder.train(self.kind), None
             if self._neg_sampler is not None and self._neg_count:
@@ -197,6 +240,33 @@ class RecDataModule(pl.LightningDataModule):
                                              self._train_sampler)
         return self._loader(self._train, self.batch_size, shuffle=True, pad=True, steps=self.loader_steps,
                             sampler=self._train_sampler)
+
+    # the stream's position, saved in every checkpoint (Lightning calls state_dict / load_state_dict) ----
+    def state_dict(self) -> Dict[str, Any]:
+        if self.stream is not None:
+            return {"stream": self.stream.state_dict()}
+        return {"stream": self._stream_state} if self._stream_state is not None else {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._stream_state = (state or {}).get("stream")
+        if self.stream is not None and self._stream_state is not None:
+            self.stream.load_state_dict(self._stream_state)
+
+    def _next_stream_pass(self) -> None:
+        """A pass over the stream starts where training stands: the next epoch once every worker's
+        batches of the last one were trained on, else the rest of the interrupted one (a resumed run,
+        or ``limit_train_batches``)."""
+        state = self.stream.state_dict()
+        if min(state["next"]) >= self.stream.batches_per_worker():
+            self.stream.set_epoch(int(state["epoch"]) + 1)
+        else:
+            self.stream.load_state_dict(state)
+
+    def consumed(self, batch) -> None:
+        """A training batch (or a list of them) was trained on: the stream's position moves past it
+        (``callbacks.stream_position.StreamPosition`` calls this after every training step)."""
+        if self.stream is not None:
+            self.stream.consumed(batch)
 
     def eval_dataset(self, stage: str) -> BatchDataset:
         if stage not in self._eval:

@@ -151,7 +151,8 @@ class Recommender(FastLoop, pl.LightningModule):
                                          self.num_items)
             acc.update(hits, num_pos)
         else:
-            acc.update(self.score(batch).detach(), batch["label"], batch["user_id"], batch.get("group_id"))
+            # rows without a user (Criteo) get no GAUC
+            acc.update(self.score(batch).detach(), batch["label"], batch.get("user_id"), batch.get("group_id"))
 
     def _finish(self, stage):
         acc = self._acc.pop(stage)
@@ -163,8 +164,10 @@ class Recommender(FastLoop, pl.LightningModule):
         elif self._custom_eval():
             values = acc.compute(lambda t: self._gather_cat(t.to(self.device)))
         else:
-            logits, labels, users = (self._gather_cat(t.to(self.device)) for t in acc.tensors())
+            logits, labels, users = (None if t is None else self._gather_cat(t.to(self.device)) for t in acc.tensors())
             values = acc.compute(logits, labels, users)
+            if users is None:  # rows without users (Criteo): no GAUC
+                values.pop("gauc", None)
             group_ids = acc.group_ids()
             if group_ids is not None:  # the rows carry group_id: the same metrics per group, for the
                 # model's group_num groups when it has one, else up to the largest id of any process
