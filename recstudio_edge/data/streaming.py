@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .errors import DataError
 from ..names import did_you_mean
 
-__all__ = ["ShardedStream", "StreamLoader", "Unit", "table_to_tensors", "stream_files", "POS_KEY"]
+__all__ = ["ShardedStream", "StreamLoader", "Unit", "table_to_tensors", "stream_files", "pack_tensors", "POS_KEY"]
 
 POS_KEY = "_pos"
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -206,6 +206,28 @@ def table_to_tensors(table: pa.Table) -> Dict[str, torch.Tensor]:
             out[name] = torch.from_numpy(np.array(column.to_numpy(), dtype=np.float32))
         else:
             raise DataError(None, None, name, f"type {typ} has no default tensor: pass a convert for it")
+    return out
+
+
+def pack_tensors(batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The same tensors as views of one buffer per dtype. A DataLoader worker sends every tensor
+    storage to the main process through its own shared-memory segment (a file descriptor, an
+    mmap: ~0.1-0.3 ms each); a CTR batch has one tensor per feature, so one storage per dtype
+    makes that cost per batch instead of per feature. One copy of the batch, in the worker."""
+    groups: Dict[torch.dtype, List[str]] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.layout == torch.strided:
+            groups.setdefault(value.dtype, []).append(key)
+    out = dict(batch)
+    for dtype, keys in groups.items():
+        if len(keys) < 2:
+            continue
+        flat = torch.cat([batch[k].reshape(-1) for k in keys])
+        offset = 0
+        for k in keys:
+            n = batch[k].numel()
+            out[k] = flat[offset:offset + n].view(batch[k].shape)
+            offset += n
     return out
 
 
@@ -455,6 +477,8 @@ class ShardedStream(IterableDataset):
         if POS_KEY in batch:
             raise ValueError(f"convert returned a key {POS_KEY!r}: it is the stream's position, rename it")
         batch[POS_KEY] = torch.tensor([epoch, worker, index], dtype=torch.int64)
+        if get_worker_info() is not None:
+            batch = pack_tensors(batch)
         return batch
 
     # ---- position -------------------------------------------------------------------------

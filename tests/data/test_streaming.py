@@ -213,3 +213,13 @@ def test_errors_name_the_problem(shards, tmp_path):
         stream(shards, num_workers=1).loader(persistent_workers=True)
     with pytest.raises(ValueError, match="give both rank and world_size"):
         stream(shards, rank=0)
+
+
+def test_pack_tensors_one_storage_per_dtype():
+    batch = {"a": torch.arange(6).reshape(2, 3), "b": torch.tensor([7, 8]), "x": torch.ones(2, 2),
+             "y": torch.zeros(2)}
+    packed = streaming.pack_tensors(batch)
+    for key, value in batch.items():
+        assert torch.equal(packed[key], value) and packed[key].shape == value.shape
+    storage = lambda t: t.untyped_storage().data_ptr()  # noqa: E731
+    assert storage(packed["a"]) == storage(packed["b"]) and storage(packed["x"]) == storage(packed["y"])
