@@ -223,3 +223,35 @@ def test_pack_tensors_one_storage_per_dtype():
         assert torch.equal(packed[key], value) and packed[key].shape == value.shape
     storage = lambda t: t.untyped_storage().data_ptr()  # noqa: E731
     assert storage(packed["a"]) == storage(packed["b"]) and storage(packed["x"]) == storage(packed["y"])
+
+
+def _ddp_worker(rank, world, init, path, out):
+    import datetime
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                                         timeout=datetime.timedelta(seconds=60))
+    try:
+        ds = stream(path, num_workers=2, seed=1)  # rank and world from torch.distributed
+        ds.set_epoch(2)
+        rows, steps = [], 0
+        for batch in ds.loader():
+            step = torch.ones(1)
+            torch.distributed.all_reduce(step)  # a DDP step: would hang if the ranks' counts differed
+            rows.append(batch["row_id"])
+            steps += 1
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, (steps, len(ds), torch.cat(rows).tolist()))
+        if rank == 0:
+            torch.save(gathered, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_from_torch_distributed(shards, tmp_path):
+    out = tmp_path / "gathered.pt"
+    torch.multiprocessing.start_processes(_ddp_worker, args=(2, f"file://{tmp_path / 'init'}", str(shards), str(out)),
+                                          nprocs=2, start_method="fork")
+    gathered = torch.load(out)
+    assert gathered[0][0] == gathered[1][0] == gathered[0][1]
+    rows = gathered[0][2] + gathered[1][2]
+    assert sorted(rows) == list(range(ROWS))
