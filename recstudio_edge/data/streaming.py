@@ -179,6 +179,8 @@ def _read_unit(reader, path: Path, unit: Unit, columns: Optional[List[str]]) -> 
     except (pa.ArrowException, OSError) as err:
         what = "row group" if _kind(path) == "parquet" else "stripe"
         raise DataError(path, message=f"cannot read {what} {unit.index}: {err}") from None
+    if columns is not None and table.column_names != list(columns):
+        table = table.select(columns)  # ORC reads in the file's order
     if table.num_rows != unit.rows:
         raise DataError(path, message=f"{'row group' if _kind(path) == 'parquet' else 'stripe'} {unit.index} has "
                                       f"{table.num_rows} rows, its metadata said {unit.rows}: the file changed "
@@ -305,6 +307,7 @@ class ShardedStream(IterableDataset):
                     if a != b:
                         raise DataError(path, field=col, message=f"type {b} here but {a} in {self.files[0]}")
         self.columns = list(columns)
+        self._schema = pa.schema([schema0.field(c).with_nullable(True) for c in self.columns])
         self.rows = sum(u.rows for u in self.units)
         if self.rows == 0:
             raise DataError(self.files[0] if len(self.files) == 1 else None,
@@ -464,7 +467,10 @@ class ShardedStream(IterableDataset):
                 if len(readers) >= _FILE_CACHE:
                     readers.pop(next(iter(readers)))
                 reader = readers[u.file] = _open(self.files[u.file])
-            tables.append(_read_unit(reader, self.files[u.file], u, self.columns))
+            table = _read_unit(reader, self.files[u.file], u, self.columns)
+            if not table.schema.equals(self._schema):  # other column nullability / metadata in this file
+                table = table.cast(self._schema)
+            tables.append(table)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return table.combine_chunks()
 

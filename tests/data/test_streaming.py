@@ -255,3 +255,15 @@ def test_ddp_ranks_from_torch_distributed(shards, tmp_path):
     assert gathered[0][0] == gathered[1][0] == gathered[0][1]
     rows = gathered[0][2] + gathered[1][2]
     assert sorted(rows) == list(range(ROWS))
+
+
+def test_mixed_formats_column_orders_and_type_mismatch(tmp_path):
+    pq.write_table(pa.table({"row_id": np.arange(0, 40), "v": np.ones(40)}), tmp_path / "a.parquet", row_group_size=10)
+    orc.write_table(pa.table({"v": np.ones(40), "row_id": np.arange(40, 80)}), str(tmp_path / "b.orc"),
+                    batch_size=10, stripe_size=1)
+    ds = ShardedStream(tmp_path, batch_size=8, shuffle_buffer=30, columns=["row_id", "v"], rank=0, world_size=1)
+    rows = np.concatenate([b["row_id"].numpy() for b in ds])
+    assert np.array_equal(np.sort(rows), np.arange(80))
+    pq.write_table(pa.table({"row_id": np.arange(3.0)}), tmp_path / "c.parquet")
+    with pytest.raises(DataError, match=r"c\.parquet: field 'row_id': type double here but int64 in .*a\.parquet"):
+        ShardedStream(tmp_path, columns=["row_id"])
