@@ -184,28 +184,37 @@ def _check_field(column: str, value: str) -> Optional[str]:
     return None
 
 
-def _locate(path: Path, columns: List[str], fallback: str) -> DataError:
-    """The first bad line of ``path`` (scanned in Python: only after pyarrow failed)."""
+def _locate(path: Path, columns: List[str], fallback: str, skip_rows: int = 0) -> DataError:
+    """The first bad line of ``path``, scanned in Python only after pyarrow failed: a line passes
+    on one regex of its label and integer fields (C speed, ~1-2M lines/s); only a line that fails
+    it is split and checked field by field. ``skip_rows`` data rows known good are only counted."""
     n = len(columns)
+    ints = sum(1 for c in columns if CRITEO_TYPES[c] == pa.int64())
+    quick = re.compile((rb"[01]\t" if columns[0] == "label" else rb"") + rb"(?:(?:-?\d{1,18})?\t){%d}" % ints)
+    line_no = rows = 0
     with pa.input_stream(str(path), compression="detect") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-        line_no = 0
-        try:
-            for line_no, line in enumerate(text, 1):
-                line = line.rstrip("\r\n")
-                if not line:
-                    continue
-                fields = line.split("\t")
-                if len(fields) != n:
-                    return DataError(path, line_no, None, f"expected {n} tab-separated fields "
-                                                          f"({', '.join(columns[:2])}, ..., {columns[-1]}), "
-                                                          f"got {len(fields)}")
-                for column, value in zip(columns, fields):
-                    problem = _check_field(column, value)
-                    if problem:
-                        return DataError(path, line_no, column, problem)
-        except UnicodeDecodeError:
-            return DataError(path, line_no + 1, None, "not valid UTF-8 text")
+        for line_no, line in enumerate(io.BufferedReader(raw, 1 << 20), 1):
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            rows += 1
+            if rows <= skip_rows:
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                return DataError(path, line_no, None, "not valid UTF-8 text")
+            if line.count(b"\t") == n - 1 and quick.match(line):
+                continue
+            fields = text.split("\t")
+            if len(fields) != n:
+                return DataError(path, line_no, None, f"expected {n} tab-separated fields "
+                                                      f"({', '.join(columns[:2])}, ..., {columns[-1]}), "
+                                                      f"got {len(fields)}")
+            for column, value in zip(columns, fields):
+                problem = _check_field(column, value)
+                if problem:
+                    return DataError(path, line_no, column, problem)
     return DataError(path, message=f"cannot parse as Criteo TSV: {fallback}")
 
 
@@ -271,7 +280,7 @@ def iter_criteo(path, has_label: Optional[bool] = None, block_size: int = 1 << 2
                     row += batch.num_rows
                     yield batch
         except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-            raise _locate(f, columns, str(err)) from None
+            raise _locate(f, columns, str(err), skip_rows=row) from None
 
 
 def hex_values(column) -> tuple[np.ndarray, np.ndarray]:

@@ -68,6 +68,10 @@ def test_day_files_in_day_order_and_streamed_in_batches(tmp_path):
     batches = criteo.iter_criteo(tmp_path / "day_*", block_size=2048)
     with pytest.raises(DataError, match=r"day_2:41: field 'label': expected 0 or 1, got 7"):
         list(batches)
+    # a parse error in a later block: the rows of the blocks read are skipped, the line still exact
+    (tmp_path / "day_2").write_text(line() * 30 + "\n" + line() * 10 + line(dense=["9"] * 12 + ["9.5"]))
+    with pytest.raises(DataError, match=r"day_2:42: field 'I13': expected an integer, got '9\.5'"):
+        list(criteo.iter_criteo(tmp_path / "day_*", block_size=2048))
 
 
 def test_generate_is_deterministic_and_formats_agree(tmp_path):
