@@ -146,9 +146,107 @@ def _open(path: Path):
         raise DataError(path, message=f"cannot read as {_kind(path)}: {err}") from None
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _proto_fields(buf: bytes):
+    """``(field number, value)`` of a protobuf message: ints for varints, bytes for length-delimited."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if field == 0:
+            raise ValueError("field 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        elif wire in (1, 5):
+            value, pos = None, pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield field, value
+
+
+def _orc_decompress(data: bytes, kind: int) -> bytes:
+    """An ORC stream of ``kind`` (0 none, 1 zlib, 2 snappy, 5 zstd): 3-byte chunk headers, each
+    chunk stored as is or compressed."""
+    if kind == 0:
+        return data
+    import zlib
+
+    out, pos = [], 0
+    while pos < len(data):
+        header = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        size, original = header >> 1, header & 1
+        chunk = data[pos + 3:pos + 3 + size]
+        pos += 3 + size
+        if original:
+            out.append(chunk)
+        elif kind == 1:
+            out.append(zlib.decompress(chunk, -15))
+        elif kind == 2:
+            length, _ = _varint(chunk, 0)  # snappy's preamble: the uncompressed length
+            out.append(pa.Codec("snappy").decompress(chunk, decompressed_size=length, asbytes=True))
+        else:
+            out.append(pa.Codec("zstd").decompress(chunk, decompressed_size=_zstd_size(chunk), asbytes=True))
+    return b"".join(out)
+
+
+def _zstd_size(frame: bytes) -> int:
+    """The content size in a zstd frame header (ValueError when the frame does not say)."""
+    if frame[:4] != b"\x28\xb5\x2f\xfd":
+        raise ValueError("not a zstd frame")
+    descriptor = frame[4]
+    single = (descriptor >> 5) & 1
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]
+    width = (1 if single else 0, 2, 4, 8)[descriptor >> 6]
+    if width == 0:
+        raise ValueError("no content size")
+    return int.from_bytes(frame[pos:pos + width], "little") + (256 if width == 2 else 0)
+
+
+def _orc_stripe_rows(path: Path) -> Optional[List[int]]:
+    """The rows of every stripe from the ORC file's footer (pyarrow does not expose them), or None
+    when the footer's compression is not none / zlib / snappy / zstd or it does not parse."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            tail_len = min(size, 1 << 16)
+            f.seek(size - tail_len)
+            tail = f.read(tail_len)
+            ps_len = tail[-1]
+            ps = dict((k, v) for k, v in _proto_fields(tail[-1 - ps_len:-1]))
+            footer_len, kind = ps.get(1, 0), ps.get(2, 0)
+            if kind not in (0, 1, 2, 5):
+                return None
+            need = footer_len + ps_len + 1
+            if need > tail_len:
+                f.seek(size - need)
+                tail = f.read(need)
+            footer = _orc_decompress(tail[len(tail) - need:len(tail) - ps_len - 1], kind)
+        rows = []
+        for field, value in _proto_fields(footer):
+            if field == 3:  # StripeInformation
+                rows.append(dict((k, v) for k, v in _proto_fields(value)).get(5, 0))
+        return rows
+    except Exception:  # noqa: BLE001 - any surprise: count the rows by reading instead
+        return None
+
+
 def _count_column(schema: pa.Schema) -> str:
-    """The cheapest column to read to count an ORC stripe's rows (pyarrow does not expose the
-    stripes' row counts): the first fixed-width one, else the first."""
+    """The cheapest column to read to count an ORC stripe's rows when the footer cannot be read:
+    the first fixed-width one, else the first."""
     for f in schema:
         if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type) or pa.types.is_floating(f.type):
             return f.name
@@ -165,8 +263,11 @@ def _units_of(index: int, path: Path, reader) -> tuple[List[Unit], pa.Schema]:
         schema = reader.schema
         if len(schema) == 0:
             raise DataError(path, message="the ORC file has no columns")
-        col = _count_column(schema)
-        units = [Unit(index, i, reader.read_stripe(i, columns=[col]).num_rows) for i in range(reader.nstripes)]
+        rows = _orc_stripe_rows(path)
+        if rows is None or len(rows) != reader.nstripes or sum(rows) != reader.nrows:
+            col = _count_column(schema)  # read one column of every stripe to count its rows
+            rows = [reader.read_stripe(i, columns=[col]).num_rows for i in range(reader.nstripes)]
+        units = [Unit(index, i, n) for i, n in enumerate(rows)]
     return [u for u in units if u.rows > 0], schema
 
 
