@@ -13,7 +13,8 @@ What one epoch costs, per ``convert`` (what turns a batch's pyarrow Table into t
 
 Each (format, workers, convert) is timed over ``--epochs`` whole epochs through
 ``ShardedStream.loader()`` (worker start-up included: it is part of every epoch); the best
-epoch is reported. One torch thread per process. The data is written once under
+epoch is reported, with the CPU time the main process spent in it per row (with workers: what
+the training process gives up to receive the batches). One torch thread per process. The data is written once under
 ``$BENCH_DATA/criteo-reader`` (kept for reruns).
 
     OMP_NUM_THREADS=1 python bench/reader.py          # ~3 min
@@ -86,16 +87,18 @@ def ensure_data(root: Path, rows: int, row_group: int, shards: int) -> dict:
 def time_epochs(folder: Path, workers: int, convert, batch: int, buffer: int, epochs: int):
     ds = ShardedStream(folder, convert=convert, batch_size=batch, shuffle_buffer=buffer, seed=0,
                        num_workers=workers, rank=0, world_size=1)
-    times = []
+    times, cpu = [], []
     for epoch in range(epochs):
         ds.set_epoch(epoch)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = 0
         for b in ds.loader():
             n += 1
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         assert n == len(ds), (n, len(ds))
-    return ds.rows, min(times), times
+    best = int(np.argmin(times))
+    return ds.rows, times[best], times, cpu[best]
 
 
 def main():
@@ -125,18 +128,21 @@ def main():
     for fmt, (folder, size) in data.items():
         for conv in args.converts:
             for w in args.workers:
-                n, best, times = time_epochs(folder, w, converts[conv], args.batch, args.shuffle_buffer, args.epochs)
+                n, best, times, cpu = time_epochs(folder, w, converts[conv], args.batch, args.shuffle_buffer,
+                                                  args.epochs)
                 rate = n / best
                 results.append({"format": fmt, "convert": conv, "workers": w, "rows": n, "bytes": size,
-                                "epoch_s": times, "rows_per_s": rate})
-                rows_out.append([fmt, conv, w, f"{rate:,.0f}", f"{best:.2f}", f"{size / best / 2**20:.0f}"])
+                                "epoch_s": times, "rows_per_s": rate, "main_cpu_s": cpu})
+                rows_out.append([fmt, conv, w, f"{rate:,.0f}", f"{best:.2f}", f"{cpu / n * 1e6:.2f}",
+                                 f"{size / best / 2**20:.0f}"])
                 print(f"{fmt:8s} {conv:9s} workers={w}: {rate:,.0f} rows/s (epochs {', '.join(f'{t:.2f}' for t in times)} s)",
                       flush=True)
     print()
     print(machine_line(m))
     print(f"{args.rows:,} Criteo rows, {args.shards} shards, row groups / stripes of {args.row_group_size:,}, "
           f"batch {args.batch:,}, shuffle buffer {args.shuffle_buffer:,} rows, best of {args.epochs} epoch(s)")
-    print(md_table(["format", "convert", "workers", "rows/s", "epoch s", "file MiB/s"], rows_out))
+    print(md_table(["format", "convert", "workers", "rows/s", "epoch s", "main-process CPU us/row", "file MiB/s"],
+                   rows_out))
     out = new_results_dir("reader", args.quick)
     (out / "results.json").write_text(json.dumps({"machine": m, "args": vars(args), "results": results}, indent=1))
     print(f"\nresults in {out}")
