@@ -1,6 +1,7 @@
 """Torch side: ``FeatureArch``, the integer ops and the embedding tables, as one ``nn.Module``.
 
-``FeatureArch(specs, sizes=None, dim=None, fuse=True)``; ``arch(batch) -> (dense, slots)``:
+``FeatureArch(specs, sizes=None, dim=None, fuse=True, sparse=False, fuse_max_table=0)``;
+``arch(batch) -> (dense, slots)``:
 
 - ``dense`` float32 ``[B, dense_dim]``: the dense features side by side (declaration order),
   ``log1p`` (``log(1 + max(x, 0))``, the DLRM reference's transform) applied to the columns
@@ -19,11 +20,16 @@ feature's table, their embeddings summed: coprime sizes tell apart ``prod(b_i)``
 Fusion (``fuse=True``): the scalar features are run op by op in steps; at each step the features
 whose next op is the same (same kind, and the same number of buckets for ``multi_hash``) are
 stacked ``[B, F]`` and run as one op with per-feature parameters (moduli, padded boundaries,
-bucket sizes) held as buffers; then one embedding lookup per embedding dim for all the scalar
-features (one weight per dim holds every table of that dim, each table at its row offset),
-one per multi-hash group. Sequence features run one by one (their lengths differ).
-``fuse=False`` runs every op and lookup per feature, on the same parameters: the two give the
-same output (tests), the bench compares their speed.
+bucket sizes) held as buffers; then one embedding lookup per weight for all its scalar
+features, one per multi-hash group. With ``fuse_max_table=N`` the tables of at most ``N`` values
+(rows x dim) of one embedding dim share one weight, each at its row offset, so their features
+take one lookup; the default ``0`` keeps a weight per table (CPU training measured faster so;
+``FUSE_MAX_TABLE``). Sequence features run one by one (their lengths differ).
+``fuse=False`` runs every op and lookup per feature, each table its own weight (the usual
+layout: an ``nn.Embedding`` per table); ``copy_tables_from`` moves the rows between the two
+layouts, and then both give the same output (tests); ``bench/features.py`` compares their
+speed. ``sparse=True``: sparse gradients for the weights (``torch.optim.SparseAdam`` / SGD),
+so a step touches only the rows of the batch, not every table.
 
 Tables: a feature's table is its ``shared_name`` (else its name); it has ``1 + max cardinality``
 rows over the features that use it (row 0 is padding; id ``v`` is row ``v + 1``). Cardinality:
@@ -50,6 +56,11 @@ from .encode import FeatureSet
 from .spec import MAX_ID, Feature, FeatureError, parse
 
 CROSS_P = 2 ** 31 - 1
+# tables up to this many values (rows x dim) share their dim's weight and one lookup when fused. Off
+# by default: on CPU, training steps at batch 4096-8192 measured 15-45% slower with one weight per dim
+# than with a weight per table (one big gradient: fresh memory and cache misses), while the forward at
+# batch 512 is up to 2.4x faster with it (bench/features.py). Ops are fused either way.
+FUSE_MAX_TABLE = 0
 
 
 def _features(specs) -> List[Feature]:
@@ -67,8 +78,10 @@ class _Group:
 
 class FeatureArch(nn.Module):
     def __init__(self, specs, sizes: Optional[Mapping[str, int]] = None, dim: Optional[int] = None,
-                 fuse: bool = True):
+                 fuse: bool = True, sparse: bool = False, fuse_max_table: int = FUSE_MAX_TABLE):
         super().__init__()
+        self.sparse = bool(sparse)
+        self.fuse_max_table = int(fuse_max_table)
         feats = _features(specs)
         sizes = dict(sizes or {})
         if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
@@ -105,14 +118,23 @@ class FeatureArch(nn.Module):
             t["rows"] = max(t["rows"], self.cardinality[f.name] + 1)
             t["features"].append(f.name)
         self.tables = tables
-        # one weight per dim; each table at its row offset
+        # fused: the small tables of one dim share one weight, each at its row offset; a large table
+        # (more than fuse_max_table values) and, unfused, every table has its own weight
         self.dims = sorted({t["dim"] for t in tables.values()})
         self.table_offset: Dict[str, int] = {}
-        rows_of_dim = {d: 0 for d in self.dims}
-        for name, t in tables.items():
-            self.table_offset[name] = rows_of_dim[t["dim"]]
-            rows_of_dim[t["dim"]] += t["rows"]
-        self.weights = nn.ParameterDict({f"d{d}": nn.Parameter(torch.empty(rows_of_dim[d], d)) for d in self.dims})
+        self._wkey: Dict[str, str] = {}
+        shapes: Dict[str, List[int]] = {}
+        for j, (name, t) in enumerate(tables.items()):
+            if self.fuse and t["rows"] * t["dim"] <= self.fuse_max_table:
+                key = f"d{t['dim']}"
+                self.table_offset[name] = shapes.setdefault(key, [0, t["dim"]])[0]
+                shapes[key][0] += t["rows"]
+            else:
+                key = f"t{j}"
+                self.table_offset[name] = 0
+                shapes[key] = [t["rows"], t["dim"]]
+            self._wkey[name] = key
+        self.weights = nn.ParameterDict({k: nn.Parameter(torch.empty(*v)) for k, v in shapes.items()})
         self.reset_parameters()
         # ---- slots
         self.slot_dims: List[int] = []
@@ -129,7 +151,7 @@ class FeatureArch(nn.Module):
     def reset_parameters(self):
         with torch.no_grad():
             for name, t in self.tables.items():
-                w = self.weights[f"d{t['dim']}"][self.table_offset[name]: self.table_offset[name] + t["rows"]]
+                w = self.table_weight(name)
                 (kind, arg), = t["init"].items()
                 if kind == "normal":
                     w.normal_(0.0, float(arg))
@@ -145,7 +167,14 @@ class FeatureArch(nn.Module):
         """The rows of one table (a view of its dim's weight)."""
         t = self.tables[table]
         off = self.table_offset[table]
-        return self.weights[f"d{t['dim']}"][off: off + t["rows"]]
+        w = self.weights[self._wkey[table]]
+        return w if w.shape[0] == t["rows"] and off == 0 else w[off: off + t["rows"]]
+
+    def copy_tables_from(self, other: "FeatureArch") -> None:
+        """Copy every table's rows from another arch over the same features (e.g. fused <-> per-feature)."""
+        with torch.no_grad():
+            for name in self.tables:
+                self.table_weight(name).copy_(other.table_weight(name))
 
     # ------------------------------------------------------------------ plan
     def _build_plan(self):
@@ -194,20 +223,20 @@ class FeatureArch(nn.Module):
                 step.append(g)
             steps.append(step)
         self._steps = steps
-        # lookups of the scalar features: by (dim, multi-hash k) when fused, else one per feature
+        # lookups of the scalar features: by (weight, multi-hash k) when fused, else one per feature
         lookups: Dict[tuple, List[int]] = {}
         for i, f in enumerate(scal):
             last = f.torch_ops[-1] if f.torch_ops else None
             k = len(last["buckets"]) if last is not None and last["op"] == "multi_hash" else 0
-            key = (self.dim_of[f.name], k)
+            key = (self._wkey[f.table], k)
             lookups.setdefault(key if self.fuse else (key, i), []).append(i)
         self._lookups = []
         for j, (key, members) in enumerate(lookups.items()):
-            d = key[0] if self.fuse else key[0][0]
+            wkey = self._wkey[scal[members[0]].table]  # fused: the dim's weight; per-feature: the table's
             name = f"_rowoff{j}"
             offs = torch.tensor([self.table_offset[scal[i].table] + 1 for i in members], dtype=torch.long)
             self.register_buffer(name, offs, persistent=False)
-            self._lookups.append((d, members, name))
+            self._lookups.append((wkey, members, name))
         # where each scalar lookup's outputs go among the slots, to put them back in declaration order
         slot_start, s = {}, 0
         for f in self.sparse_features:
@@ -298,11 +327,11 @@ class FeatureArch(nn.Module):
         """The slots as ``[B, n, D]`` tensors, in computed order (scalar lookups, then sequences)."""
         vals = self._scalar_ids(batch)
         groups: List[torch.Tensor] = []
-        for d, members, offname in self._lookups:
+        for wkey, members, offname in self._lookups:
             ids = torch.stack([vals[i] for i in members], 1) if len(members) > 1 else vals[members[0]].unsqueeze(1)
             offs = getattr(self, offname)
             rows = ids + (offs.unsqueeze(-1) if ids.dim() == 3 else offs)
-            e = F.embedding(rows, self.weights[f"d{d}"])
+            e = F.embedding(rows, self.weights[wkey], sparse=self.sparse)
             if e.dim() == 4:  # multi-hash: [B, F, k, D] -> sum over k
                 e = e.sum(2)
             groups.append(e)
@@ -324,8 +353,8 @@ class FeatureArch(nn.Module):
 
     def _sequence(self, f: Feature, x: torch.Tensor) -> torch.Tensor:
         ids, mask = self._seq_rows(f, x)
-        d = self.dim_of[f.name]
-        e = F.embedding(ids + self.table_offset[f.table], self.weights[f"d{d}"])
+        off = self.table_offset[f.table]
+        e = F.embedding(ids + off if off else ids, self.weights[self._wkey[f.table]], sparse=self.sparse)
         if e.dim() == 4:
             e = e.sum(2)
         m = mask.to(e.dtype).unsqueeze(-1)

@@ -2,7 +2,7 @@
 
 Vectorised (numpy / pyarrow compute on whole columns; no Python per row): nulls filled
 (``fill_null``), strings and integers hashed (``hash``: each *distinct* value of the batch once,
-through a per-op cache, then a gather), list columns cut (``truncate``) and left-padded to
+then a gather), list columns cut (``truncate``) and left-padded to
 ``[B, L]``. What it emits per feature (``Feature.input``):
 
 - ``dense``: float32 ``[B, len(fields)]``; a null needs ``fill_null`` (else an error naming it);
@@ -30,82 +30,74 @@ from ..names import did_you_mean
 from .spec import Feature, FeatureError, parse, to_config
 
 MASK63 = np.uint64(2 ** 63 - 1)
-CACHE_LIMIT = 1 << 20  # distinct values kept per hash op between batches
 
 
-def _hasher(fn: str, seed: int):
+def _hash_many(fn: str, seed: int):
+    """``keys (list of str or bytes) -> uint64 [n]``: MurmurHash3 x64 (the first 64 bits of its
+    128-bit digest, ``mmh3.hash64(key, seed)[0]``) or FarmHash64 (``FarmHash64WithSeed`` when seeded)."""
     if fn == "murmur":
         try:
             import mmh3
         except ImportError:  # pragma: no cover - in requirements.txt
             raise FeatureError("op 'hash' fn 'murmur' needs the mmh3 package (pip install mmh3)") from None
-        return lambda b: mmh3.hash64(b, seed, signed=False)[0]
+        digest = mmh3.mmh3_x64_128_digest
+
+        def many(keys):
+            if not keys:
+                return np.zeros(0, np.uint64)
+            return np.frombuffer(b"".join([digest(k, seed) for k in keys]), dtype="<u8")[::2].astype(np.uint64)
+        return many
     try:
         import farmhash
     except ImportError:  # pragma: no cover - in requirements.txt
         raise FeatureError("op 'hash' fn 'farm' needs the cityhash package, which provides farmhash "
                            "(pip install cityhash)") from None
     if seed:
-        return lambda b: farmhash.FarmHash64WithSeed(b, seed)
-    return farmhash.FarmHash64
+        return lambda keys: np.fromiter((farmhash.FarmHash64WithSeed(k, seed) for k in keys), np.uint64, len(keys))
+    return lambda keys: np.fromiter(map(farmhash.FarmHash64, keys), np.uint64, len(keys))
 
 
 def hash_values(values: Sequence[Any], fn: str = "murmur", seed: int = 0) -> np.ndarray:
     """The 63-bit hashes (uint64) of the values: strings as their UTF-8 bytes, integers as
     their decimal text (so 123 and "123" hash alike), bytes as they are."""
-    h = _hasher(fn, seed)
-    out = np.empty(len(values), dtype=np.uint64)
-    for i, v in enumerate(values):
-        out[i] = h(_key(v))
-    return out & MASK63
-
-
-def _key(v) -> bytes:
-    if isinstance(v, bytes):
-        return v
-    if isinstance(v, str):
-        return v.encode("utf-8")
-    if isinstance(v, bool):
-        return b"1" if v else b"0"
-    if isinstance(v, int):
-        return str(v).encode("ascii")
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v)).encode("ascii")
-    return str(v).encode("utf-8")
+    keys = [v if isinstance(v, bytes) else (v if isinstance(v, str) else str(int(v))).encode("utf-8") for v in values]
+    return _hash_many(fn, seed)(keys) & MASK63
 
 
 class _HashOp:
-    """A hash op with a cache of the distinct values it has seen (bounded)."""
+    """One ``hash`` op: each batch's distinct values are hashed once (the column is dictionary
+    encoded by pyarrow), then gathered back to the rows."""
 
     def __init__(self, op: Dict[str, Any]):
-        self.fn, self.seed, self.buckets = op["fn"], op["seed"], op["buckets"]
-        self.hash = _hasher(self.fn, self.seed)
-        self.cache: Dict[Any, int] = {}
+        self.op = dict(op)
+        self.buckets = op["buckets"]
+        self.hash_many = _hash_many(op["fn"], op["seed"])
 
     def __getstate__(self):  # picklable for DataLoader workers: the hasher is rebuilt
-        return {"fn": self.fn, "seed": self.seed, "buckets": self.buckets}
+        return self.op
 
-    def __setstate__(self, s):
-        self.__init__(s)
+    def __setstate__(self, op):
+        self.__init__(op)
 
-    def __call__(self, arr: pa.Array) -> np.ndarray:
+    def __call__(self, arr: pa.Array, feature: Feature, field: str) -> np.ndarray:
         """int64 ids (hash mod buckets, or the 63-bit hash) of a null-free array."""
         if pa.types.is_dictionary(arr.type):
             indices, dictionary = arr.indices, arr.dictionary
         else:
             enc = pc.dictionary_encode(arr)
             indices, dictionary = enc.indices, enc.dictionary
-        distinct = dictionary.to_pylist()
-        cache = self.cache
-        if len(cache) > CACHE_LIMIT:
-            cache.clear()
-        h = np.empty(len(distinct), dtype=np.uint64)
-        for i, v in enumerate(distinct):
-            x = cache.get(v)
-            if x is None:
-                x = cache[v] = self.hash(_key(v))
-            h[i] = x
-        h &= MASK63
+        typ = dictionary.type
+        if pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+            dictionary = pc.cast(dictionary if not pa.types.is_boolean(typ) else pc.cast(dictionary, pa.int8()),
+                                 pa.string())
+        elif not _is_text(typ):
+            raise FeatureError(f"feature {feature.name!r} field {field!r}: op 'hash' hashes strings or integers, "
+                               f"the column is {typ}" + ("; numbers: use op 'bucketize'" if pa.types.is_floating(typ)
+                                                         else ""))
+        typ = dictionary.type
+        keys = pc.cast(dictionary, pa.large_binary() if pa.types.is_large_string(typ) or pa.types.is_large_binary(typ)
+                       else pa.binary())  # UTF-8 bytes, without a Python str per value
+        h = self.hash_many(keys.to_pylist()) & MASK63
         if self.buckets is not None:
             h %= np.uint64(self.buckets)
         idx = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -244,7 +236,7 @@ class FeatureSet:
             raise FeatureError(f"feature {f.name!r} field {field!r}: {arr.null_count} null values; add "
                                f"{{op: fill_null, value: ...}} to its ops")
         if f.name in self._hash:
-            return self._hash[f.name](arr)
+            return self._hash[f.name](arr, f, field)
         if _is_text(arr.type):
             raise FeatureError(f"feature {f.name!r} field {field!r}: a string column ({arr.type}) needs "
                                f"{{op: hash, buckets: N}} to become ids")

@@ -84,19 +84,55 @@ def random_batch(arch, B=6, L=4, seed=0):
 
 
 def test_fused_equals_per_feature_and_groups_fewer_ops():
-    fused = FeatureArch(mixed_specs(), {"user_id": 10, "hist": 40})
+    fused = FeatureArch(mixed_specs(), {"user_id": 10, "hist": 40}, fuse_max_table=1 << 20)
     single = FeatureArch(mixed_specs(), {"user_id": 10, "hist": 40}, fuse=False)
-    single.load_state_dict(fused.state_dict())
+    ops_only = FeatureArch(mixed_specs(), {"user_id": 10, "hist": 40})  # the default: a weight per table
+    ops_only.copy_tables_from(fused)
+    single.copy_tables_from(fused)
     for seed in range(3):
         b = random_batch(fused, seed=seed)
         d1, s1 = fused(b)
         d2, s2 = single(b)
         assert torch.equal(d1, d2) and torch.allclose(s1, s2, atol=0, rtol=0)
-        assert torch.equal(fused.flat(b), single.flat(b))
+        assert torch.equal(fused.flat(b), single.flat(b)) and torch.equal(fused.flat(b), ops_only.flat(b))
     n_f = sum(len(step) for step in fused._steps)
     n_s = sum(len(step) for step in single._steps)
     assert (n_f, n_s) == (5, 10)  # step 0: mod, bucketize, cross, multi_hash(k=2)... step 1: mod
     assert len(fused._lookups) == 2 and len(single._lookups) == 11  # per dim (+ multi-hash) vs per feature
+    assert sum(len(step) for step in ops_only._steps) == 5 and len(ops_only._lookups) == 11
+    assert list(dict(fused.named_parameters())) == ["weights.d4"] and len(list(single.parameters())) == 13
+    # training either layout from the same start gives the same tables
+    b = random_batch(fused, seed=5)
+    for arch in (fused, single):
+        opt = torch.optim.SGD(arch.parameters(), lr=0.5)
+        for _ in range(3):
+            opt.zero_grad()
+            arch.flat(b).square().sum().backward()
+            opt.step()
+    assert all(torch.allclose(fused.table_weight(t), single.table_weight(t), atol=1e-6) for t in fused.tables)
+
+
+def test_large_tables_keep_their_own_weight():
+    specs = [sp("a", [{"op": "mod", "value": 100}]), sp("b", [{"op": "mod", "value": 100}]),
+             sp("big", [{"op": "mod", "value": 1000}])]
+    fused = FeatureArch(specs, fuse_max_table=1000)  # big: 1001 x 4 values
+    assert dict((k, tuple(v.shape)) for k, v in fused.weights.items()) == {"d4": (202, 4), "t2": (1001, 4)}
+    single = FeatureArch(specs, fuse=False)
+    single.copy_tables_from(fused)
+    b = {"a": torch.tensor([1, 250]), "b": torch.tensor([7, 3]), "big": torch.tensor([999, 5])}
+    assert torch.equal(fused(b)[1], single(b)[1]) and len(fused._lookups) == 2
+
+
+def test_sparse_gradients_train_with_sparse_adam():
+    arch = FeatureArch([sp("a", [{"op": "mod", "value": 100}])], sparse=True)
+    b = {"a": torch.tensor([1, 2, 3])}
+    before = arch.table_weight("a").detach().clone()
+    opt = torch.optim.SparseAdam(list(arch.parameters()), lr=0.1)
+    arch(b)[1].sum().backward()
+    assert next(arch.parameters()).grad.is_sparse
+    opt.step()
+    changed = (arch.table_weight("a") != before).any(1).nonzero().flatten().tolist()
+    assert changed == [2, 3, 4]  # rows id + 1
 
 
 def test_shared_name_is_one_table_and_learns_together():

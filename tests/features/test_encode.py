@@ -41,16 +41,25 @@ def test_hash_strings_murmur_and_farm_distinct_values_only():
         == [int(h % 50) for h in hash_values(["x", "y", "x"])]
 
 
-def test_hash_hashes_each_distinct_value_once(monkeypatch):
+def test_hash_hashes_each_distinct_value_once():
     fs = FeatureSet.from_config([{"name": "s", "type": "sparse", "fields": ["s"], "ops": [{"op": "hash", "buckets": 10}]}])
     op = fs._hash["s"]
     calls = []
-    inner = op.hash
-    op.hash = lambda b: calls.append(b) or inner(b)
+    inner = op.hash_many
+    op.hash_many = lambda keys: calls.append(sorted(keys)) or inner(keys)
     t = pa.table({"s": ["a", "b"] * 500})
-    fs.encode(t)
-    fs.encode(t)
-    assert sorted(calls) == [b"a", b"b"]  # 1000 rows, two batches: two hashes
+    x = fs.encode(t)["s"]
+    assert calls == [[b"a", b"b"]]  # 1000 rows: two hashes
+    assert x.tolist() == [int(h % 10) for h in hash_values(["a", "b"])] * 500
+
+
+def test_feature_set_pickles_for_loader_workers():
+    import pickle
+
+    fs = FeatureSet.from_config([{"name": "s", "type": "sparse", "fields": ["s"],
+                                  "ops": [{"op": "hash", "buckets": 10, "fn": "farm"}]}])
+    t = pa.table({"s": ["a", "b", "c"]})
+    assert torch.equal(pickle.loads(pickle.dumps(fs)).encode(t)["s"], fs.encode(t)["s"])
 
 
 def test_scalar_errors_name_feature_and_field():
@@ -59,6 +68,8 @@ def test_scalar_errors_name_feature_and_field():
         enc([{"name": "x", "type": "sparse", "fields": ["s"], "ops": [{"op": "fill_null", "value": "?"}]}], t)
     with pytest.raises(FeatureError, match=r"feature 'x' field 'i': 1 null values; add \{op: fill_null"):
         enc([{"name": "x", "type": "sparse", "fields": ["i"]}], t)
+    with pytest.raises(FeatureError, match=r"feature 'x' field 'f': op 'hash' hashes strings or integers.*bucketize"):
+        enc([{"name": "x", "type": "sparse", "fields": ["f"], "ops": [{"op": "hash", "buckets": 3}]}], t)
     with pytest.raises(FeatureError, match=r"field 'f': float values are not ids"):
         enc([{"name": "x", "type": "sparse", "fields": ["f"]}], t)
     with pytest.raises(FeatureError, match=r"field 'l': a list column .* type 'sequence'"):
