@@ -58,11 +58,31 @@ class StreamPasses:
     def __len__(self) -> int:
         return -(-len(self.stream) // self.steps)
 
+    def _in_order(self):
+        """The loader's batches in the stream's own order, ``(index, worker)``. A DataLoader takes its
+        workers round-robin from worker 0, so after a resume where worker 1 is a batch behind, its
+        batch comes second instead of first: at most one batch per worker waits here to keep the
+        order of the uninterrupted run."""
+        k = self.stream.batches_per_worker()
+        nxt = list(self.stream.state_dict()["next"])
+        pending = {}
+        for batch in self.stream.loader():
+            _, worker, index = (int(x) for x in batch["_pos"].tolist())
+            pending[(index, worker)] = batch
+            while True:
+                todo = [(nxt[w], w) for w in range(len(nxt)) if nxt[w] < k]
+                if not todo or min(todo) not in pending:
+                    break
+                key = min(todo)
+                nxt[key[1]] += 1
+                yield pending.pop(key)
+        yield from (pending[key] for key in sorted(pending))
+
     def __iter__(self):
         if self.before_pass is not None:
             self.before_pass()
         group = []
-        for batch in self.stream.loader():
+        for batch in self._in_order():
             if self.steps == 1:
                 yield batch
                 continue

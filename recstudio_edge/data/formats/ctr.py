@@ -64,15 +64,27 @@ def read_table(path: Path, columns: Optional[List[str]] = None):
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path, columns=columns)
-    if kind == "orc":
+        names = pq.read_schema(path).names
+    elif kind == "orc":
         import pyarrow.orc as po
 
-        return po.read_table(path, columns=columns)
-    from ..criteo import read_criteo
+        names = po.ORCFile(path).schema.names
+    else:
+        from ..criteo import read_criteo
 
-    table = read_criteo(path)
-    return table.select(columns) if columns else table if isinstance(table, pa.Table) else table
+        table = read_criteo(path)
+        names = table.column_names
+    missing = [c for c in columns or () if c not in names]
+    if missing:
+        from ...names import did_you_mean
+
+        what = "the label column (data.label)" if missing[0] == columns[-1] else "a column data.features reads"
+        raise DataError(str(path), field=missing[0], message=f"no such column, {what}; {did_you_mean(missing[0], names)}")
+    if kind == "parquet":
+        return pq.read_table(path, columns=columns)
+    if kind == "orc":
+        return po.read_table(path, columns=columns)
+    return table.select(columns) if columns else table
 
 
 def stage_files(folder: Path, cfg: Mapping[str, Any]) -> Dict[str, List[Path]]:
@@ -380,17 +392,23 @@ def _year_of(texts: List[str], pattern: str):
     return pc.cast(year, pa.int64())
 
 
-def _common_item_names(attrs: Mapping[str, List[str]], cols: Dict[str, Any]) -> None:
+def _common_item_names(attrs: Mapping[str, List[str]], cols: Dict[str, Any], tokens: List[str]) -> None:
     """One feature YAML for every MovieLens layout: ``genre`` (raw files, ml-1m atomic) from ``class``
-    (ml-100k atomic), ``release_year`` from ``release_date`` (raw ml-100k: ``01-Jan-1995``) or from the
-    title's ``(1995)`` (raw ml-1m)."""
+    (ml-100k atomic), ``release_year`` from ``release_date`` (raw ml-100k: ``01-Jan-1995``), else from the
+    ``(1995)`` of the title (raw ml-1m) or of the item token (an atomic file keyed by titles)."""
+    import pyarrow.compute as pc
+
     if "genre" not in cols and "class" in cols:
         cols["genre"] = cols["class"]
     if "release_year" not in cols:
         if "release_date" in attrs:
             cols["release_year"] = _year_of(attrs["release_date"], r"(?P<y>\d{4})\s*$")
-        elif "movie_title" in attrs:
-            cols["release_year"] = _year_of(attrs["movie_title"], r"\((?P<y>\d{4})\)\s*$")
+        elif "movie_title" in attrs or tokens:
+            in_title = r"\((?P<y>\d{4})\)\s*$"
+            year = _year_of(tokens, in_title)
+            if "movie_title" in attrs:
+                year = pc.coalesce(_year_of(attrs["movie_title"], in_title), year)
+            cols["release_year"] = year
 
 
 def interaction_tables(data, cfg: Mapping[str, Any], seed: int = 0, sequence_fields=()) -> Dict[str, Any]:
@@ -410,7 +428,7 @@ def interaction_tables(data, cfg: Mapping[str, Any], seed: int = 0, sequence_fie
     known = np.unique(user.astype(np.int64) * data.num_items + item)
     user_cols = {k: _attr_column(v) for k, v in data.user_attrs.items() if k != "user_id"}
     item_cols = {k: _attr_column(v) for k, v in data.item_attrs.items() if k != "item_id"}
-    _common_item_names(data.item_attrs, item_cols)
+    _common_item_names(data.item_attrs, item_cols, list(data.item_tokens))
     for name in list(user_cols) + list(item_cols):
         if name in sequence_fields:
             cols = user_cols if name in user_cols else item_cols
