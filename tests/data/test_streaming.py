@@ -278,3 +278,57 @@ def test_orc_stripe_rows_from_the_footer(tmp_path, compression):
     # lz4 (ORC's raw blocks carry no length) is counted by reading a column instead
     assert footer == (None if compression == "lz4" else [30000, 30000, 10000])
     assert [u.rows for u in ShardedStream(path).units] == [30000, 30000, 10000]
+
+
+def test_lightning_checkpoint_resumes_mid_epoch(tmp_path):
+    """A run crashes after 7 steps with a checkpoint; the resumed run trains on exactly the other rows:
+    Lightning's fit loop saves the StreamLoader's state in the checkpoint and restores it."""
+    import warnings
+
+    import lightning.pytorch as pl
+
+    shards = _write(tmp_path / "shards", "parquet")
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.seen = torch.nn.Linear(1, 1), []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch["row_id"].clone())
+            return self.lin(batch["row_id"].float().unsqueeze(1) / ROWS).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.01)
+
+    class Consume(pl.Callback):
+        def __init__(self, ds):
+            self.ds = ds
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.ds.consumed(batch)
+
+    class Crash(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx == 6:
+                trainer.save_checkpoint(tmp_path / "step7.ckpt")
+                raise KeyError("crash")
+
+    def fit(extra=(), ckpt=None):
+        ds = stream(shards, num_workers=2, seed=4)
+        model = Model()
+        trainer = pl.Trainer(max_epochs=1, callbacks=[Consume(ds), *extra], logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                trainer.fit(model, ds.loader(), ckpt_path=ckpt)
+            except KeyError:
+                pass
+        return torch.cat(model.seen).numpy(), len(ds)
+
+    first, _ = fit([Crash()])
+    rest, _ = fit(ckpt=str(tmp_path / "step7.ckpt"))
+    assert 7 * 55 < len(first) < 7 * 65  # 7 batches of ~60 rows (1563 rows, 2 workers x 13 batches)
+    assert not set(first.tolist()) & set(rest.tolist())
+    assert np.array_equal(np.sort(np.concatenate([first, rest])), np.arange(ROWS))
