@@ -67,8 +67,9 @@ def single_optimizer(fn):
 
 def batch_rows(batch) -> int:
     """The rows a training batch trains on (what its loss is a mean over, for the logged running
-    loss): ``user_id``'s, or ``node_id``'s (graph batches: the target nodes), else the first field's."""
-    for key in ("user_id", "node_id"):
+    loss): ``user_id``'s, or ``node_id``'s (graph batches: the target nodes), ``label``'s (CTR rows), else
+    the first field's."""
+    for key in ("user_id", "node_id", "label"):
         if key in batch:
             return int(batch[key].shape[0])
     return int(next(iter(batch.values())).shape[0])
