@@ -61,8 +61,8 @@ class ConvertFeatures:
 
         specs = [{"name": "dense", "type": "dense", "fields": criteo.CRITEO_DENSE,
                   "ops": [{"op": "fill_null", "value": 0}, {"op": "log1p"}]}]
-        specs += [{"name": c, "type": "sparse", "fields": [c], "ops": [{"op": "fill_null", "value": ""}, {"op": "hash", "buckets": buckets}]}
-                  for c in criteo.CRITEO_SPARSE]
+        ops = [{"op": "fill_null", "value": ""}, {"op": "hash", "buckets": buckets}]
+        specs += [{"name": c, "type": "sparse", "fields": [c], "ops": ops} for c in criteo.CRITEO_SPARSE]
         self.fs = FeatureSet.from_config(specs)
 
     def __call__(self, table):
@@ -135,8 +135,8 @@ def main():
                                 "epoch_s": times, "rows_per_s": rate, "main_cpu_s": cpu})
                 rows_out.append([fmt, conv, w, f"{rate:,.0f}", f"{best:.2f}", f"{cpu / n * 1e6:.2f}",
                                  f"{size / best / 2**20:.0f}"])
-                print(f"{fmt:8s} {conv:9s} workers={w}: {rate:,.0f} rows/s (epochs {', '.join(f'{t:.2f}' for t in times)} s)",
-                      flush=True)
+                epochs = ", ".join(f"{t:.2f}" for t in times)
+                print(f"{fmt:8s} {conv:9s} workers={w}: {rate:,.0f} rows/s (epochs {epochs} s)", flush=True)
     print()
     print(machine_line(m))
     print(f"{args.rows:,} Criteo rows, {args.shards} shards, row groups / stripes of {args.row_group_size:,}, "
