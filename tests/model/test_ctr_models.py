@@ -322,3 +322,49 @@ def test_auc_stop_config_off_on_and_its_mistakes():
             auc_stop_from_config({"auc_stop": section}, TowerFree)
     with pytest.raises(ConfigError, match="TwoTower is not a CTR model"):
         auc_stop_from_config({"auc_stop": {"threshold": 0.8}}, TwoTower)
+
+
+class Batches(torch.utils.data.Dataset):
+    """Whole batches of a dict of tensors (DataLoader(batch_size=None))."""
+
+    def __init__(self, data, batch_size: int):
+        self.data, self.bs = data, batch_size
+
+    def __len__(self):
+        return (self.data["label"].shape[0] + self.bs - 1) // self.bs
+
+    def __getitem__(self, i):
+        return {k: v[i * self.bs:(i + 1) * self.bs] for k, v in self.data.items()}
+
+
+def test_auc_stop_ends_a_dlrm_run_once_its_validation_auc_reaches_the_target(tmp_path):
+    """A real CTR model in a plain Trainer: the Recommender's pointwise validation logs valid/auc,
+    AucStop ends the run at the first epoch whose AUC reaches 0.85 (the planted data allow 0.92)."""
+    from recstudio_edge.callbacks.auc_stop import AucStop
+
+    torch.set_num_threads(1)
+    model = build("DLRM")  # Adam 1e-3: at chance for a few epochs, then the cross is found (0.87 at epoch 6)
+    stop = AucStop(0.85)
+    trainer = pl.Trainer(max_epochs=30, callbacks=[stop], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, accelerator="cpu")
+    loader = lambda d: torch.utils.data.DataLoader(Batches(d, 256), batch_size=None)  # noqa: E731
+    trainer.fit(model, loader(planted(6000, 0)), loader(planted(2000, 1)))
+    assert stop.reached is not None and stop.reached["value"] >= 0.85 and stop.reached["epoch"] >= 3
+    assert trainer.current_epoch == stop.reached["epoch"] + 1 < 30  # stopped right after it
+    assert model.last_metrics["valid"]["auc"] == pytest.approx(stop.reached["value"])
+
+
+def test_the_dlrm_device_part_cuts_inside_the_top_mlp_for_split_inference():
+    from recstudio_edge.edge.protocol import edge_parts_of
+
+    model = build("DLRM").eval()
+    _, part = edge_parts_of(model).first()
+    assert part.module.stage_names() == ["classifier.0", "classifier.1", "classifier.2", "output"]
+    device, cloud = part.module.split("classifier.2")
+    feed = planted(8, 4)
+    xs = [feed[n] for n in part.input_names]
+    with torch.no_grad():
+        cut = device(*xs)
+        assert cut.shape == (8, 32)  # the top MLP's hidden layer goes over the network
+        torch.testing.assert_close(cloud(cut), part.module(*xs))
