@@ -316,6 +316,10 @@ def main(argv=None) -> int:
     if args.export_only:
         return 0
     out = new_results_dir("ctr", False)
+    import torch
+
+    os.environ.update(thread_env(args.threads))  # the machine line's figures are the runs' (children's)
+    torch.set_num_threads(args.threads)
     m = machine()
     print(machine_line(m), flush=True)
     print(f"split {spec['digest'][:12]}: rows {spec['rows']}, positive rate {spec['positive_rate']}", flush=True)
