@@ -1,15 +1,18 @@
 """FeatureArch fused against per-feature, and FeatureSet.encode's reader throughput.
 
-A Criteo-shaped feature set (13 dense with log1p, 26 categorical; ``--device-ops``: the 26 are
-hashed on the reader without buckets and bounded on the device by ``mod`` as RecIS does, plus 4
-crosses and 2 bucketized fields; else hashed into buckets on the reader, no device op), dim 16.
-Tables of 10k rows (fused into one weight per dim) and of 100k rows
-(each its own weight: over ``fuse_max_table``). For each batch size: median milliseconds per forward and per forward + backward of ``FeatureArch(fuse=True)``
-and ``fuse=False`` (a weight per table) on the same tables (their outputs are checked equal
-first), the speed-up, forward + backward of the fused arch with ``sparse=True`` gradients,
-and the rows/s of ``FeatureSet.encode`` on a generated pyarrow table (zipf categorical values).
+A Criteo-shaped feature set (13 dense with log1p, 26 categorical, dim 16), in two forms: the 26
+hashed into buckets on the reader (device ops: none), or hashed to 63 bits on the reader and
+bounded on the device by ``mod`` as RecIS does, plus 4 crosses and 2 bucketized fields (device
+ops: mod+cross+bucketize).
+Tables of 10k and of 100k rows. Variants, on the same tables (outputs checked equal first):
+the default ``FeatureArch`` (ops fused across features, a weight per table), ``fuse_max_table``
+large (the tables of one dim in one weight: one lookup), ``fuse=False`` (every op and lookup
+per feature), and the default with ``sparse=True`` gradients. For each batch size: median
+milliseconds per forward and per forward + backward (dense gradients unless sparse), the
+median over ``--rounds`` interleaved rounds of ``--repeats`` calls; then the rows/s of
+``FeatureSet.encode`` on a generated pyarrow table (zipf categorical values, nulls).
 
-    OMP_NUM_THREADS=1 python bench/features.py [--batches 512,8192] [--repeats 30] [--device cpu]
+    OMP_NUM_THREADS=1 python bench/features.py [--batches 512,8192] [--repeats 20] [--rounds 3] [--device cpu]
 
 Prints the machine line and a markdown table; nothing is written.
 """
@@ -79,7 +82,8 @@ def timed(fn, repeats: int, sync) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="512,8192")
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--encode-rows", type=int, default=65536)
     args = ap.parse_args(argv)
@@ -94,36 +98,37 @@ def main(argv=None):
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     big = table(max(int(b) for b in args.batches.split(",")))
-    rows = ["| device ops | buckets | batch | fwd fused ms | fwd per-feature ms | speed-up | fwd+bwd fused ms | "
-            "fwd+bwd per-feature ms | speed-up | fwd+bwd fused, sparse grads ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    variants = {"ops fused (default)": {}, "ops + tables fused": {"fuse_max_table": 1 << 30},
+                "per-feature": {"fuse": False}, "default, sparse grads": {"sparse": True}}
+    rows = ["| device ops | buckets | batch | " + " | ".join(f"fwd {v}" for v in list(variants)[:3]) + " | "
+            + " | ".join(f"fwd+bwd {v}" for v in variants) + " |", "|---" * (3 + 3 + len(variants)) + "|"]
     for device_ops, buckets in ((False, 10_000), (False, BUCKETS), (True, 10_000), (True, BUCKETS)):
         fs = FeatureSet.from_config(specs(device_ops, buckets))
         enc_all = fs.encode(big)
-        fused = FeatureArch(fs).to(dev)
-        single = FeatureArch(fs, fuse=False).to(dev)
-        single.copy_tables_from(fused)
-        sparse = FeatureArch(fs, sparse=True).to(dev)
+        archs = {k: FeatureArch(fs, **kw).to(dev) for k, kw in variants.items()}
+        ref = archs["ops fused (default)"]
+        for a in archs.values():
+            a.copy_tables_from(ref)
         for b in (int(x) for x in args.batches.split(",")):
             batch = {k: v[:b].to(dev) for k, v in enc_all.items()}
             with torch.no_grad():
-                assert torch.equal(fused.flat(batch), single.flat(batch))
-            res = []
-            for arch in (fused, single):
-                with torch.no_grad():
-                    fwd = timed(lambda: arch.flat(batch), args.repeats, sync)
+                want = ref.flat(batch)
+                assert all(torch.equal(a.flat(batch), want) for a in archs.values())
+            fwd, step_ms = {}, {}
+            for _ in range(args.rounds):  # rounds interleave the variants: the machine's drift hits all alike
+                for k, arch in archs.items():
+                    if k in list(variants)[:3]:
+                        with torch.no_grad():
+                            fwd.setdefault(k, []).append(timed(lambda: arch.flat(batch), args.repeats, sync))
 
-                def step():
-                    arch.zero_grad(set_to_none=True)
-                    arch.flat(batch).square().mean().backward()
-                res.append((fwd, timed(step, args.repeats, sync)))
-            (ff, fb), (sf, sb) = res
-
-            def sparse_step():
-                sparse.zero_grad(set_to_none=True)
-                sparse.flat(batch).square().mean().backward()
-            spb = timed(sparse_step, args.repeats, sync)
-            rows.append(f"| {'mod+cross+bucketize' if device_ops else 'none'} | {buckets} | {b} | {ff:.2f} | {sf:.2f} | "
-                        f"{sf / ff:.2f}x | {fb:.2f} | {sb:.2f} | {sb / fb:.2f}x | {spb:.2f} |")
+                    def step():
+                        arch.zero_grad(set_to_none=True)
+                        arch.flat(batch).square().mean().backward()
+                    step_ms.setdefault(k, []).append(timed(step, args.repeats, sync))
+            med = lambda xs: float(np.median(xs))  # noqa: E731
+            rows.append(f"| {'mod+cross+bucketize' if device_ops else 'none'} | {buckets} | {b} | "
+                        + " | ".join(f"{med(fwd[k]):.2f}" for k in fwd) + " | "
+                        + " | ".join(f"{med(step_ms[k]):.2f}" for k in step_ms) + " |")
     print("\n".join(rows))
     # reader side
     t = table(args.encode_rows, seed=1)

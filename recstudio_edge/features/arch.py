@@ -69,6 +69,18 @@ def _features(specs) -> List[Feature]:
     return parse(specs)
 
 
+def _available_memory() -> Optional[int]:
+    """Bytes of memory available (Linux ``MemAvailable``), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class _Group:
     """One fused op over the scalar features ``members`` at one step."""
 
@@ -134,6 +146,7 @@ class FeatureArch(nn.Module):
                 self.table_offset[name] = 0
                 shapes[key] = [t["rows"], t["dim"]]
             self._wkey[name] = key
+        self._check_memory(shapes)
         self.weights = nn.ParameterDict({k: nn.Parameter(torch.empty(*v)) for k, v in shapes.items()})
         self.reset_parameters()
         # ---- slots
@@ -148,6 +161,21 @@ class FeatureArch(nn.Module):
         self._build_plan()
 
     # ------------------------------------------------------------------ parameters
+    def _check_memory(self, shapes: Mapping[str, Sequence[int]]) -> None:
+        """A clear error, instead of the kernel's out-of-memory kill, when the tables cannot fit in
+        the memory the machine has available (float32 weights alone; built on the CPU)."""
+        if torch.get_default_device().type != "cpu":
+            return  # e.g. under ``with torch.device("meta")``: nothing is allocated here
+        need = sum(int(r) * int(d) * 4 for r, d in shapes.values())
+        avail = _available_memory()
+        if avail is None or need <= avail:
+            return
+        big = sorted(self.tables.items(), key=lambda kv: -kv[1]["rows"] * kv[1]["dim"])[:3]
+        desc = ", ".join(f"{n}: {t['rows']} x {t['dim']}" for n, t in big)
+        raise FeatureError(f"FeatureArch: the embedding tables need {need / 2 ** 30:.1f} GiB ({desc}, ...), more "
+                           f"than the {avail / 2 ** 30:.1f} GiB of memory available here; use fewer hash buckets or a "
+                           f"smaller embedding dim, or shard the tables across machines (docs/features.md)")
+
     def reset_parameters(self):
         with torch.no_grad():
             for name, t in self.tables.items():
@@ -187,20 +215,21 @@ class FeatureArch(nn.Module):
         def add_buffers(g: _Group, feats: List[Feature], k: int):
             nonlocal nbuf
             ops = [f.torch_ops[k] for f in feats]
+            # shaped to broadcast over [F, B] (one row of values per feature)
             if g.op == "mod":
-                bufs = [torch.tensor([o["value"] for o in ops], dtype=torch.long)]
+                bufs = [torch.tensor([[o["value"]] for o in ops], dtype=torch.long)]
             elif g.op == "cross":
-                bufs = [torch.tensor([o["buckets"] for o in ops], dtype=torch.long)]
+                bufs = [torch.tensor([[o["buckets"]] for o in ops], dtype=torch.long)]
             elif g.op == "bucketize":
                 K = max(len(o["boundaries"]) for o in ops)
-                b = torch.full((len(ops), K), float("inf"), dtype=torch.float64)
+                b = torch.full((len(ops), 1, K), float("inf"), dtype=torch.float64)
                 for i, o in enumerate(ops):
-                    b[i, : len(o["boundaries"])] = torch.tensor(o["boundaries"], dtype=torch.float64)
+                    b[i, 0, : len(o["boundaries"])] = torch.tensor(o["boundaries"], dtype=torch.float64)
                 bufs = [b]
             else:  # multi_hash: moduli and their row offsets within the feature's ids
                 m = torch.tensor([o["buckets"] for o in ops], dtype=torch.long)
                 off = torch.cumsum(m, 1) - m
-                bufs = [m, off]
+                bufs = [m.unsqueeze(1), off.unsqueeze(1)]
             g.buffers = []
             for b in bufs:
                 name = f"_op{nbuf}"
@@ -231,11 +260,13 @@ class FeatureArch(nn.Module):
             key = (self._wkey[f.table], k)
             lookups.setdefault(key if self.fuse else (key, i), []).append(i)
         self._lookups = []
+        self._single_off: Dict[str, int] = {}  # the row offset of a one-feature lookup, as a Python int
         for j, (key, members) in enumerate(lookups.items()):
             wkey = self._wkey[scal[members[0]].table]  # fused: the dim's weight; per-feature: the table's
             name = f"_rowoff{j}"
-            offs = torch.tensor([self.table_offset[scal[i].table] + 1 for i in members], dtype=torch.long)
-            self.register_buffer(name, offs, persistent=False)
+            off_list = [self.table_offset[scal[i].table] + 1 for i in members]
+            self.register_buffer(name, torch.tensor(off_list, dtype=torch.long), persistent=False)
+            self._single_off[name] = off_list[0]
             self._lookups.append((wkey, members, name))
         # where each scalar lookup's outputs go among the slots, to put them back in declaration order
         slot_start, s = {}, 0
@@ -257,7 +288,8 @@ class FeatureArch(nn.Module):
 
     # ------------------------------------------------------------------ ops
     def _run_op(self, g: _Group, x: torch.Tensor) -> torch.Tensor:
-        """One op on ``x`` ``[B, F]`` (``[B, F, 2]`` for cross) with per-feature parameters."""
+        """One op on ``x`` ``[F, B]`` (``[F, B, 2]`` for cross) with per-feature parameters: the
+        features stacked along the first axis, so each feature's result is a contiguous row."""
         bufs = [getattr(self, b) for b in g.buffers]
         if g.op == "mod":
             return torch.remainder(x, bufs[0])
@@ -266,7 +298,7 @@ class FeatureArch(nn.Module):
             return torch.remainder(torch.remainder(a, CROSS_P) * CROSS_P + torch.remainder(b, CROSS_P), bufs[0])
         if g.op == "bucketize":
             return (x.to(torch.float64).unsqueeze(-1) >= bufs[0]).to(torch.long).sum(-1)
-        # multi_hash: [B, F] -> [B, F, k] ids within the feature's rows
+        # multi_hash: [F, B] -> [F, B, k] ids within the feature's rows
         return torch.remainder(x.unsqueeze(-1), bufs[0]) + bufs[1]
 
     @staticmethod
@@ -305,11 +337,11 @@ class FeatureArch(nn.Module):
             for g in step:
                 if len(g.members) == 1:
                     i = g.members[0]
-                    vals[i] = self._run_op(g, vals[i].unsqueeze(1))[:, 0]
+                    vals[i] = self._run_op(g, vals[i].unsqueeze(0))[0]
                 else:
-                    out = self._run_op(g, torch.stack([vals[i] for i in g.members], 1))
+                    out = self._run_op(g, torch.stack([vals[i] for i in g.members], 0))
                     for j, i in enumerate(g.members):
-                        vals[i] = out[:, j]
+                        vals[i] = out[j]
         return vals
 
     def ids(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -328,13 +360,21 @@ class FeatureArch(nn.Module):
         vals = self._scalar_ids(batch)
         groups: List[torch.Tensor] = []
         for wkey, members, offname in self._lookups:
-            ids = torch.stack([vals[i] for i in members], 1) if len(members) > 1 else vals[members[0]].unsqueeze(1)
+            if len(members) == 1:
+                off = self._single_off[offname]
+                ids = vals[members[0]]
+                e = F.embedding(ids + off, self.weights[wkey], sparse=self.sparse)  # [B, D] ([B, k, D])
+                if e.dim() == 3:  # multi-hash: sum over k
+                    e = e.sum(1)
+                groups.append(e.unsqueeze(1))
+                continue
+            ids = torch.stack([vals[i] for i in members], 0)  # [F, B] ([F, B, k])
             offs = getattr(self, offname)
-            rows = ids + (offs.unsqueeze(-1) if ids.dim() == 3 else offs)
+            rows = ids + (offs.view(-1, 1, 1) if ids.dim() == 3 else offs.view(-1, 1))
             e = F.embedding(rows, self.weights[wkey], sparse=self.sparse)
-            if e.dim() == 4:  # multi-hash: [B, F, k, D] -> sum over k
+            if e.dim() == 4:  # multi-hash: [F, B, k, D] -> sum over k
                 e = e.sum(2)
-            groups.append(e)
+            groups.append(e.transpose(0, 1))  # [B, F, D]
         for name in self._seq:
             groups.append(self._sequence(self._feature[name], batch[name]))
         return groups
@@ -394,7 +434,7 @@ class FeatureArch(nn.Module):
             return dense
         if len(set(self.slot_dims)) == 1:
             s = self.slots(batch)
-            return torch.cat([dense, s.reshape(s.shape[0], -1)], 1)
+            return torch.cat([dense, s.flatten(1)], 1)
         parts = [p for g in self._slot_groups(batch) for p in g.unbind(1)]
         ordered = [parts[int(i)] for i in self._slot_perm.tolist()]
         return torch.cat([dense] + ordered, 1)
