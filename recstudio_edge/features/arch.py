@@ -209,6 +209,12 @@ class FeatureArch(nn.Module):
         scal = [f for f in self.sparse_features if f.input in ("scalar", "cross")]
         self._scalar = [f.name for f in scal]
         self._seq = [f.name for f in self.sparse_features if f.input == "sequence"]
+        for j, name in enumerate(self._seq):
+            for o in next(f for f in self.sparse_features if f.name == name).torch_ops:
+                if o["op"] == "multi_hash":
+                    m = torch.tensor(o["buckets"], dtype=torch.long)
+                    self.register_buffer(f"_seqm_{j}", m, persistent=False)
+                    self.register_buffer(f"_seqo_{j}", torch.cumsum(m, 0) - m, persistent=False)
         steps: List[List[_Group]] = []
         nbuf = 0
 
@@ -301,13 +307,13 @@ class FeatureArch(nn.Module):
         # multi_hash: [F, B] -> [F, B, k] ids within the feature's rows
         return torch.remainder(x.unsqueeze(-1), bufs[0]) + bufs[1]
 
-    @staticmethod
-    def _seq_op(op: Dict, x: torch.Tensor, device) -> torch.Tensor:
+    def _seq_op(self, f: Feature, k: int, x: torch.Tensor) -> torch.Tensor:
+        op = f.torch_ops[k]
         if op["op"] == "mod":
             return torch.remainder(x, op["value"])
-        if op["op"] == "multi_hash":
-            m = torch.tensor(op["buckets"], dtype=torch.long, device=device)
-            return torch.remainder(x.unsqueeze(-1), m) + (torch.cumsum(m, 0) - m)
+        if op["op"] == "multi_hash":  # moduli and row offsets: buffers made at build time (on the device)
+            return torch.remainder(x.unsqueeze(-1), getattr(self, f"_seqm_{self._seq.index(f.name)}")) \
+                + getattr(self, f"_seqo_{self._seq.index(f.name)}")
         raise FeatureError(f"op {op['op']!r} does not apply to a sequence")  # parse() rules this out
 
     # ------------------------------------------------------------------ forward
@@ -385,8 +391,8 @@ class FeatureArch(nn.Module):
         if not f.torch_ops:
             return x, mask
         v = x - 1
-        for op in f.torch_ops:
-            v = self._seq_op(op, v, x.device)
+        for k in range(len(f.torch_ops)):
+            v = self._seq_op(f, k, v)
         ids = v + 1
         m = mask.unsqueeze(-1) if ids.dim() == 3 else mask
         return torch.where(m, ids, torch.zeros_like(ids)), mask

@@ -135,6 +135,14 @@ def test_sparse_gradients_train_with_sparse_adam():
     assert changed == [2, 3, 4]  # rows id + 1
 
 
+def test_forward_keeps_to_the_module_device():
+    """On the meta device (a stand-in for a GPU here): no tensor of the forward is made on the CPU."""
+    arch = FeatureArch(mixed_specs(), {"user_id": 10, "hist": 40})
+    b = random_batch(arch)
+    dense, slots = arch.to("meta")({k: v.to("meta") for k, v in b.items()})
+    assert dense.device.type == slots.device.type == "meta" and slots.shape == (6, arch.num_slots, 4)
+
+
 def test_shared_name_is_one_table_and_learns_together():
     specs = [sp("item_id", shared_name="item"),
              {"name": "hist", "type": "sequence", "fields": ["hist"], "embedding": {"dim": 4, "shared_name": "item",
