@@ -211,6 +211,9 @@ class FeatureArch(nn.Module):
         self._seq = [f.name for f in self.sparse_features if f.input == "sequence"]
         for j, name in enumerate(self._seq):
             for o in next(f for f in self.sparse_features if f.name == name).torch_ops:
+                if o["op"] == "bucketize":
+                    self.register_buffer(f"_seqb_{j}", torch.tensor(o["boundaries"], dtype=torch.float64),
+                                         persistent=False)
                 if o["op"] == "multi_hash":
                     m = torch.tensor(o["buckets"], dtype=torch.long)
                     self.register_buffer(f"_seqm_{j}", m, persistent=False)
@@ -311,6 +314,9 @@ class FeatureArch(nn.Module):
         op = f.torch_ops[k]
         if op["op"] == "mod":
             return torch.remainder(x, op["value"])
+        if op["op"] == "bucketize":
+            bnd = getattr(self, f"_seqb_{self._seq.index(f.name)}")
+            return (x.to(torch.float64).unsqueeze(-1) >= bnd).to(torch.long).sum(-1)
         if op["op"] == "multi_hash":  # moduli and row offsets: buffers made at build time (on the device)
             return torch.remainder(x.unsqueeze(-1), getattr(self, f"_seqm_{self._seq.index(f.name)}")) \
                 + getattr(self, f"_seqo_{self._seq.index(f.name)}")
@@ -387,10 +393,14 @@ class FeatureArch(nn.Module):
 
     def _seq_rows(self, f: Feature, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """A sequence's rows within its table (``id + 1``, ``0`` at padding) and its mask."""
-        mask = x > 0
-        if not f.torch_ops:
-            return x, mask
-        v = x - 1
+        if x.is_floating_point():  # numbers to bucketize, NaN = padding
+            mask = ~torch.isnan(x)
+            v = torch.where(mask, x, torch.zeros_like(x))
+        else:
+            mask = x > 0
+            if not f.torch_ops:
+                return x, mask
+            v = x - 1
         for k in range(len(f.torch_ops)):
             v = self._seq_op(f, k, v)
         ids = v + 1
@@ -473,7 +483,10 @@ class FeatureArch(nn.Module):
                 out.append(TensorSpec(f.name, "int64", ("batch", 2), 0, int(high)))
             else:
                 axis = f"{f.name}_len" if f.length == "variable" else int(f.length)
-                out.append(TensorSpec(f.name, "int64", ("batch", axis), 1, int(min(high + 1, MAX_ID)), padding=0))
+                if f.dtype == "float32":  # numbers to bucketize, NaN = padding
+                    out.append(TensorSpec(f.name, "float32", ("batch", axis)))
+                else:
+                    out.append(TensorSpec(f.name, "int64", ("batch", axis), 1, int(min(high + 1, MAX_ID)), padding=0))
         return tuple(out)
 
     def positional(self, flat: bool = True) -> "PositionalFeatures":

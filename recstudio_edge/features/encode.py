@@ -8,7 +8,8 @@ then a gather), list columns cut (``truncate``) and left-padded to
 - ``dense``: float32 ``[B, len(fields)]``; a null needs ``fill_null`` (else an error naming it);
 - ``scalar``: int64 ``[B]`` (float32 when the first torch op is ``bucketize``);
 - ``cross``: int64 ``[B, 2]``, the two fields side by side (the torch side crosses them);
-- ``sequence``: int64 ``[B, L]``, each id **plus one**, ``0`` = padding, left-padded (newest
+- ``sequence``: int64 ``[B, L]``, each id **plus one**, ``0`` = padding (numbers whose first op
+  is ``bucketize``: float32, ``NaN`` = padding), left-padded (newest
   last, as ``edge.protocol.history``); ``L`` = the feature's fixed ``length``, or for
   ``variable`` the longest row of the batch after ``truncate`` (at least 1). A null element
   (without ``fill_null``) or a null list is padding. Several scalar fields make a fixed-length
@@ -289,16 +290,21 @@ class FeatureSet:
         flat = _fill(flat, fill, f, f.fields[0])
         valid = np.ones(len(flat), dtype=bool) if flat.null_count == 0 else \
             np.asarray(flat.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        ids = np.zeros(len(flat), dtype=np.int64)
+        numbers = f.dtype == "float32"  # to bucketize on the device: NaN pads
+        pad = np.float32("nan") if numbers else 0
+        ids = np.zeros(len(flat), dtype=np.float32 if numbers else np.int64)
         if len(flat):
             nn_idx = np.nonzero(valid)[0]
             present = flat.filter(pa.array(valid)) if flat.null_count else flat
             if len(present):
                 ids[nn_idx] = self._values(f, present, f.fields[0], scalar=False)
-        if (ids[valid] < 0).any():
-            raise FeatureError(f"feature {f.name!r} field {f.fields[0]!r}: negative ids in a sequence "
-                               f"(min {ids[valid].min()}); add {{op: hash, buckets: N}} or {{op: mod, value: N}}")
-        ids = np.where(valid, ids + 1, 0)  # +1: 0 is padding
+        if numbers:
+            ids = np.where(valid, ids, pad)
+        else:
+            if (ids[valid] < 0).any():
+                raise FeatureError(f"feature {f.name!r} field {f.fields[0]!r}: negative ids in a sequence "
+                                   f"(min {ids[valid].min()}); add {{op: hash, buckets: N}} or {{op: mod, value: N}}")
+            ids = np.where(valid, ids + 1, 0)  # +1: 0 is padding
         # truncate / pad
         trunc = self._op(f, "truncate")
         side = trunc["side"] if trunc else "left"
@@ -313,7 +319,7 @@ class FeatureSet:
         k = j - (L - keep)[:, None]  # position within the kept elements (left padding)
         ok = k >= 0
         src = np.where(ok, first[:, None] + k, 0)
-        out = np.where(ok, ids[src] if len(ids) else 0, 0).astype(np.int64)
+        out = np.where(ok, ids[src] if len(ids) else pad, pad).astype(ids.dtype)
         return torch.from_numpy(np.ascontiguousarray(out.reshape(B, L)))
 
     # ------------------------------------------------------------------ sizes

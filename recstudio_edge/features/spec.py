@@ -49,7 +49,7 @@ OPS: Dict[str, Dict[str, Any]] = {
     "hash": {"keys": {"buckets": (False, None), "fn": (False, "murmur"), "seed": (False, 0)},
              "types": ("sparse", "sequence"), "side": "reader"},
     "truncate": {"keys": {"side": (False, "left"), "length": (True, None)}, "types": ("sequence",), "side": "reader"},
-    "bucketize": {"keys": {"boundaries": (True, None)}, "types": ("sparse",), "side": "torch"},
+    "bucketize": {"keys": {"boundaries": (True, None)}, "types": ("sparse", "sequence"), "side": "torch"},
     "mod": {"keys": {"value": (True, None)}, "types": ("sparse", "sequence"), "side": "torch"},
     "cross": {"keys": {"fields": (True, None), "buckets": (True, None)}, "types": ("sparse",), "side": "torch"},
     "multi_hash": {"keys": {"buckets": (True, None)}, "types": ("sparse", "sequence"), "side": "torch"},
@@ -64,7 +64,8 @@ class Feature:
     """One parsed feature. ``reader_ops`` / ``torch_ops``: its ops split by where they run (in
     order); ``cardinality``: how many ids its ops can produce (``None``: the data decides, an
     identity id feature); ``input``: what the batch carries for it: ``dense`` float32 [B, n],
-    ``scalar`` [B], ``cross`` int64 [B, 2], ``sequence`` int64 [B, L] (ids + 1, 0 = padding)."""
+    ``scalar`` [B], ``cross`` int64 [B, 2], ``sequence`` int64 [B, L] (ids + 1, 0 = padding; numbers
+    to bucketize: float32 [B, L], NaN = padding)."""
 
     name: str
     type: str
@@ -87,7 +88,8 @@ class Feature:
 
     @property
     def dtype(self) -> str:
-        """The batch tensor's dtype: float32 for dense and for a scalar whose first torch op is bucketize."""
+        """The batch tensor's dtype: float32 for dense and for a feature whose first torch op is
+        bucketize (a sequence of numbers is then padded with NaN), else int64."""
         if self.type == "dense":
             return "float32"
         if self.torch_ops and self.torch_ops[0]["op"] == "bucketize":

@@ -41,6 +41,22 @@ def test_ops_against_hand_values():
     assert torch.allclose(slots[:, 3], w("mh")[ids["mh"][:, 0] + 1] + w("mh")[ids["mh"][:, 1] + 1])
 
 
+def test_bucketize_a_sequence_of_numbers():
+    fs = FeatureSet.from_config([{"name": "t", "type": "sequence", "fields": ["t"], "length": 3,
+                                  "ops": [{"op": "bucketize", "boundaries": [1.5, 10]}],
+                                  "embedding": {"dim": 2, "combiner": "sum"}}])
+    e = fs.encode(pa.table({"t": [[0.5, 20.0], [None, 3.0, 1.5, 12.0], None]}))["t"]
+    nan = float("nan")
+    assert e.dtype == torch.float32
+    assert torch.equal(torch.isnan(e), torch.tensor([[True, False, False], [False, False, False], [True, True, True]]))
+    assert e[0, 1:].tolist() == [0.5, 20.0] and e[1].tolist() == [3.0, 1.5, 12.0]
+    arch = FeatureArch(fs)
+    assert arch.ids({"t": e})["t"].tolist() == [[-1, 0, 2], [1, 1, 2], [-1, -1, -1]]
+    w = arch.table_weight("t")
+    assert torch.allclose(arch({"t": e})[1][:, 0], torch.stack([w[1] + w[3], w[2] + w[2] + w[3], torch.zeros(2)]))
+    assert arch.input_specs()[0].dtype == "float32" and nan != nan
+
+
 def test_dense_log1p_only_where_declared():
     specs = [{"name": "d1", "type": "dense", "fields": ["a", "b"], "ops": [{"op": "log1p"}]},
              {"name": "d2", "type": "dense", "fields": ["c"]}, sp("s", [{"op": "mod", "value": 3}])]
@@ -75,6 +91,8 @@ def mixed_specs():
          "embedding": {"dim": 4, "combiner": "sum"}},
         {"name": "hist", "type": "sequence", "fields": ["hist"], "length": 3,
          "embedding": {"dim": 4, "combiner": "tile", "length": 2, "shared_name": "item"}},
+        {"name": "watch", "type": "sequence", "fields": ["watch"], "length": 4,
+         "ops": [{"op": "bucketize", "boundaries": [-0.5, 0.0, 0.5]}], "embedding": {"dim": 4, "combiner": "mean"}},
     ]
 
 
@@ -100,7 +118,7 @@ def test_fused_equals_per_feature_and_groups_fewer_ops():
     assert (n_f, n_s) == (5, 10)  # step 0: mod, bucketize, cross, multi_hash(k=2)... step 1: mod
     assert len(fused._lookups) == 2 and len(single._lookups) == 11  # per dim (+ multi-hash) vs per feature
     assert sum(len(step) for step in ops_only._steps) == 5 and len(ops_only._lookups) == 11
-    assert list(dict(fused.named_parameters())) == ["weights.d4"] and len(list(single.parameters())) == 13
+    assert list(dict(fused.named_parameters())) == ["weights.d4"] and len(list(single.parameters())) == 14
     # training either layout from the same start gives the same tables
     b = random_batch(fused, seed=5)
     for arch in (fused, single):
@@ -251,7 +269,9 @@ def test_onnx_export_matches_pytorch(tmp_path, exporter):
 
     def make(sizes):
         g = torch.Generator().manual_seed(sum(sizes.values()))
-        return {s.name: s.example(sizes, g) for s in specs}
+        out = {s.name: s.example(sizes, g) for s in specs}
+        out["watch"][:, :2] = float("nan")  # padding of the numbers' sequence
+        return out
 
     rep = export_onnx(arch.positional(), make({"batch": 3, "genre_len": 4, "gsum_len": 2}), [s.name for s in specs],
                       tmp_path / "f.onnx", dynamic_axes={s.name: s.axes() for s in specs}, make_inputs=make,
