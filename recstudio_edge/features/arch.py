@@ -45,6 +45,7 @@ is in onnxruntime: Mod, Mul, GreaterOrEqual, ReduceSum, Gather, Where, Concat, L
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -89,6 +90,8 @@ class _Group:
 
 
 class FeatureArch(nn.Module):
+    """The torch side of ``data.features`` (module docstring): ``arch(batch) -> (dense, slots)``."""
+
     def __init__(self, specs, sizes: Optional[Mapping[str, int]] = None, dim: Optional[int] = None,
                  fuse: bool = True, sparse: bool = False, fuse_max_table: int = FUSE_MAX_TABLE):
         super().__init__()
@@ -118,7 +121,7 @@ class FeatureArch(nn.Module):
                                        f"sizes={{{f.name!r}: n}} (FeatureSet.data_sizes of the data), or bound "
                                        f"the ids with an op (hash buckets, mod, bucketize)")
                 card = sizes[f.name]
-                if not isinstance(card, int) or isinstance(card, bool) or card <= 0:
+                if not isinstance(card, numbers.Integral) or isinstance(card, bool) or card <= 0:
                     raise FeatureError(f"feature {f.name!r}: sizes[{f.name!r}] must be a positive integer, "
                                        f"got {card!r}")
             self.cardinality[f.name] = int(card)
