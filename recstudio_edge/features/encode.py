@@ -238,14 +238,14 @@ class FeatureSet:
                                f"{{op: fill_null, value: ...}} to its ops")
         if f.name in self._hash:
             return self._hash[f.name](arr, f, field)
-        if _is_text(arr.type):
-            raise FeatureError(f"feature {f.name!r} field {field!r}: a string column ({arr.type}) needs "
-                               f"{{op: hash, buckets: N}} to become ids")
         if f.dtype == "float32":
             if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
                 raise FeatureError(f"feature {f.name!r} field {field!r}: op 'bucketize' reads numbers, the column "
                                    f"is {arr.type}")
             return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float32)
+        if _is_text(arr.type):
+            raise FeatureError(f"feature {f.name!r} field {field!r}: a string column ({arr.type}) needs "
+                               f"{{op: hash, buckets: N}} to become ids")
         if pa.types.is_floating(arr.type):
             v = np.asarray(arr.to_numpy(zero_copy_only=False))
             if arr.null_count == 0 and not np.all(np.floor(v) == v):

@@ -70,6 +70,11 @@ def test_scalar_errors_name_feature_and_field():
         enc([{"name": "x", "type": "sparse", "fields": ["i"]}], t)
     with pytest.raises(FeatureError, match=r"feature 'x' field 'f': op 'hash' hashes strings or integers.*bucketize"):
         enc([{"name": "x", "type": "sparse", "fields": ["f"], "ops": [{"op": "hash", "buckets": 3}]}], t)
+    with pytest.raises(FeatureError, match=r"feature 'x' op 'fill_null' key 'value': 'abc' does not fit field 'i' of type int64"):
+        enc([{"name": "x", "type": "sparse", "fields": ["i"], "ops": [{"op": "fill_null", "value": "abc"}]}], t)
+    with pytest.raises(FeatureError, match=r"feature 'x' field 's': op 'bucketize' reads numbers, the column is string"):
+        enc([{"name": "x", "type": "sparse", "fields": ["s"],
+              "ops": [{"op": "fill_null", "value": "?"}, {"op": "bucketize", "boundaries": [1]}]}], t)
     with pytest.raises(FeatureError, match=r"field 'f': float values are not ids"):
         enc([{"name": "x", "type": "sparse", "fields": ["f"]}], t)
     with pytest.raises(FeatureError, match=r"field 'l': a list column .* type 'sequence'"):
