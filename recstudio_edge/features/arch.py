@@ -378,7 +378,7 @@ class FeatureArch(nn.Module):
             if len(members) == 1:
                 off = self._single_off[offname]
                 ids = vals[members[0]]
-                e = F.embedding(ids + off, self.weights[wkey], sparse=self.sparse)  # [B, D] ([B, k, D])
+                e = self._lookup(wkey, ids + off, [self._scalar[members[0]]], ids)  # [B, D] ([B, k, D])
                 if e.dim() == 3:  # multi-hash: sum over k
                     e = e.sum(1)
                 groups.append(e.unsqueeze(1))
@@ -386,7 +386,7 @@ class FeatureArch(nn.Module):
             ids = torch.stack([vals[i] for i in members], 0)  # [F, B] ([F, B, k])
             offs = getattr(self, offname)
             rows = ids + (offs.view(-1, 1, 1) if ids.dim() == 3 else offs.view(-1, 1))
-            e = F.embedding(rows, self.weights[wkey], sparse=self.sparse)
+            e = self._lookup(wkey, rows, [self._scalar[i] for i in members], ids)
             if e.dim() == 4:  # multi-hash: [F, B, k, D] -> sum over k
                 e = e.sum(2)
             groups.append(e.transpose(0, 1))  # [B, F, D]
@@ -410,10 +410,26 @@ class FeatureArch(nn.Module):
         m = mask.unsqueeze(-1) if ids.dim() == 3 else mask
         return torch.where(m, ids, torch.zeros_like(ids)), mask
 
+    def _lookup(self, wkey: str, rows: torch.Tensor, names: List[str], ids: torch.Tensor) -> torch.Tensor:
+        """``F.embedding`` of one weight; an id past its table (an identity feature whose size was taken
+        from other data) is an error naming the feature, its size and the id, not torch's IndexError."""
+        try:
+            return F.embedding(rows, self.weights[wkey], sparse=self.sparse)
+        except IndexError:
+            stacked = ids.reshape(len(names), -1) if len(names) > 1 else ids.reshape(1, -1)
+            for name, v in zip(names, stacked):
+                n = self.cardinality[name]
+                if v.numel() and (int(v.max()) >= n or int(v.min()) < -1):
+                    bad = int(v.max()) if int(v.max()) >= n else int(v.min())
+                    raise FeatureError(f"feature {name!r}: id {bad} is outside its table of {n} ids "
+                                       f"(0..{n - 1}); size identity ids from every stage's data "
+                                       f"(FeatureSet.data_sizes), or bound them with an op (hash, mod)") from None
+            raise
+
     def _sequence(self, f: Feature, x: torch.Tensor) -> torch.Tensor:
         ids, mask = self._seq_rows(f, x)
         off = self.table_offset[f.table]
-        e = F.embedding(ids + off if off else ids, self.weights[self._wkey[f.table]], sparse=self.sparse)
+        e = self._lookup(self._wkey[f.table], ids + off if off else ids, [f.name], ids - 1)
         if e.dim() == 4:
             e = e.sum(2)
         m = mask.to(e.dtype).unsqueeze(-1)

@@ -217,6 +217,17 @@ def test_initialisers_and_dim_override():
     assert one.slot_dims == [1, 1, 1, 1] and one(random_batch(one, B=2))[1].shape == (2, 4, 1)
 
 
+def test_an_id_past_its_table_is_named():
+    arch = FeatureArch([sp("u"), sp("c", [{"op": "mod", "value": 5}]),
+                        {"name": "h", "type": "sequence", "fields": ["h"], "embedding": {"dim": 4}}], {"u": 10, "h": 7})
+    ok = {"u": torch.tensor([9, 0]), "c": torch.tensor([3, 4]), "h": torch.tensor([[0, 7], [0, 1]])}
+    arch(ok)
+    with pytest.raises(FeatureError, match=r"feature 'u': id 10 is outside its table of 10 ids \(0..9\)"):
+        arch({**ok, "u": torch.tensor([10, 0])})
+    with pytest.raises(FeatureError, match=r"feature 'h': id 7 is outside its table of 7 ids"):
+        arch({**ok, "h": torch.tensor([[0, 8], [0, 1]])})
+
+
 def test_mixed_dims_flat_and_errors():
     specs = [sp("a", [{"op": "mod", "value": 5}]), {**sp("b", [{"op": "mod", "value": 5}]), "embedding": {"dim": 2}},
              {"name": "d", "type": "dense", "fields": ["x"]}]
