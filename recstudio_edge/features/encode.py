@@ -113,7 +113,26 @@ def _column(table, field: str, feature: Feature) -> pa.Array:
     col = table.column(field)
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    return col
+    return _plain(col)
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    """View types (``string_view``, ``binary_view``, ``list_view``) as their plain forms, which
+    every kernel used here takes."""
+    t = arr.type
+    if getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return arr.cast(pa.string())
+    if getattr(pa.types, "is_binary_view", lambda _: False)(t):
+        return arr.cast(pa.binary())
+    if getattr(pa.types, "is_list_view", lambda _: False)(t):
+        return arr.cast(pa.list_(t.value_type))
+    if getattr(pa.types, "is_large_list_view", lambda _: False)(t):
+        return arr.cast(pa.large_list(t.value_type))
+    if _is_list(t) and not pa.types.is_fixed_size_list(t):
+        vt = t.value_type
+        if getattr(pa.types, "is_string_view", lambda _: False)(vt):
+            return arr.cast(pa.list_(pa.string()) if pa.types.is_list(t) else pa.large_list(pa.string()))
+    return arr
 
 
 def _fill(arr: pa.Array, op: Optional[Dict[str, Any]], feature: Feature, field: str) -> pa.Array:

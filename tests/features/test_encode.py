@@ -149,3 +149,13 @@ def test_encode_is_vectorised_enough():
     e = fs.encode(t)
     assert time.perf_counter() - t0 < 1.5
     assert e["c0"].shape == (100_000,) and e["l"].shape == (100_000, 2)
+
+
+def test_view_types_encode_like_plain_ones():
+    fs = FeatureSet.from_config([{"name": "s", "type": "sparse", "fields": ["s"],
+                                  "ops": [{"op": "fill_null", "value": "?"}, {"op": "hash", "buckets": 10}]},
+                                 {"name": "l", "type": "sequence", "fields": ["l"], "ops": [{"op": "hash", "buckets": 10}]}])
+    plain = pa.table({"s": pa.array(["a", "b", None]), "l": pa.array([["x"], ["y", "x"], None])})
+    view = pa.table({"s": plain["s"].cast(pa.string_view()), "l": plain["l"].cast(pa.list_(pa.string_view()))})
+    a, b = fs.encode(plain), fs.encode(view)
+    assert all(torch.equal(a[k], b[k]) for k in a)
