@@ -368,3 +368,37 @@ def test_the_dlrm_device_part_cuts_inside_the_top_mlp_for_split_inference():
         cut = device(*xs)
         assert cut.shape == (8, 32)  # the top MLP's hidden layer goes over the network
         torch.testing.assert_close(cloud(cut), part.module(*xs))
+
+
+def test_sparse_grad_updates_only_the_rows_looked_up_and_equals_dense_sgd():
+    torch.set_num_threads(1)
+    dense, sparse = build("DLRM", optimizer="sgd", lr=0.1), build("DLRM", optimizer="sgd", lr=0.1, sparse_grad=True)
+    sparse.load_state_dict(dense.state_dict())
+    batch = planted(64, 5)
+    w0 = sparse.net.sparse_arch.table_weight("genre").detach().clone()
+    for m in (dense, sparse):
+        opt = m.configure_optimizers()
+        m.compute_loss(batch).backward()
+        opt.step()
+    grads = [p.grad for p in sparse.net.sparse_arch.parameters()]
+    assert grads and all(g.is_sparse for g in grads)
+    for (k, a), b in zip(dense.state_dict().items(), sparse.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)  # the same SGD step
+    # the genre table: the ids of the batch moved, the others did not
+    moved = (sparse.net.sparse_arch.table_weight("genre") != w0).any(1).nonzero().flatten().tolist()
+    assert moved == sorted(set(batch["genre"][batch["genre"] > 0].tolist()))
+    for kw, message in [(dict(optimizer="adam"), "train.optimizer 'adam' cannot take: use train.optimizer sgd or adagrad"),
+                        (dict(optimizer="sgd", weight_decay=1e-4), "train.weight_decay must be 0")]:
+        with pytest.raises(ConfigError, match=message):
+            build("DeepFM", sparse_grad=True, **kw)
+
+
+def test_sparse_grad_turns_dense_under_several_processes():
+    """DDP's reducer all-reduces dense gradients only: with world_size > 1 setup() makes them dense."""
+    from types import SimpleNamespace
+
+    for world, want in ((1, True), (2, False)):
+        m = build("DeepFM", optimizer="sgd", sparse_grad=True)
+        m._trainer = SimpleNamespace(world_size=world)
+        m.setup("fit")
+        assert m.net.sparse_arch.sparse is want and m.net.first_order.arch.sparse is want

@@ -28,7 +28,7 @@ from ...registry import register_model
 from ..layers import MLP
 from ..layers.interaction import CrossNetV2
 from ..towers import TowerFree
-from .dlrm import BatchOf, edge_part_of, feature_arch, hidden_sizes
+from .dlrm import BatchOf, check_sparse_grad, dense_grads_under_ddp, edge_part_of, feature_arch, hidden_sizes
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
@@ -117,15 +117,19 @@ class DCNv2(TowerFree):
                  structure: str = "parallel", num_cross_layers: int = 3, low_rank: Optional[int] = None,
                  num_experts: int = 1, stacked_hidden: Sequence[int] = (500, 500, 500),
                  parallel_hidden: Sequence[int] = (500, 500, 500), activation: str = "relu", dropout: float = 0.0,
-                 batch_norm: bool = False, **base):
+                 batch_norm: bool = False, sparse_grad: bool = False, **base):
         base.setdefault("num_users", 0)
         base.setdefault("num_items", 0)
         super().__init__(**base)
-        arch = feature_arch(features, feature_sizes, embed_dim, "DCNv2")
+        check_sparse_grad(self, sparse_grad)
+        arch = feature_arch(features, feature_sizes, embed_dim, "DCNv2", sparse_grad)
         in_dim = int(arch.dense_dim) + sum(int(d) for d in arch.slot_dims)
         self.net = build_dcnv2(arch, in_dim, structure, num_cross_layers, low_rank, num_experts,
                                hidden_sizes(stacked_hidden, "stacked_hidden"),
                                hidden_sizes(parallel_hidden, "parallel_hidden"), activation, dropout, batch_norm)
+
+    def setup(self, stage: str) -> None:
+        dense_grads_under_ddp(self)
 
     def score(self, batch):
         return self.net(batch)

@@ -28,7 +28,7 @@ from ...registry import register_model
 from ..layers import MLP
 from ..layers.interaction import FactorizationMachine
 from ..towers import TowerFree
-from .dlrm import BatchOf, edge_part_of, feature_arch, hidden_sizes
+from .dlrm import BatchOf, check_sparse_grad, dense_grads_under_ddp, edge_part_of, feature_arch, hidden_sizes
 
 
 class DenseFields(nn.Module):
@@ -120,13 +120,17 @@ class DeepFM(TowerFree):
 
     def __init__(self, features: list = (), feature_sizes: Optional[dict] = None, embed_dim: Optional[int] = 40,
                  hidden: Sequence[int] = (300, 300, 300), activation: str = "relu", dropout: float = 0.0,
-                 batch_norm: bool = False, **base):
+                 batch_norm: bool = False, sparse_grad: bool = False, **base):
         base.setdefault("num_users", 0)
         base.setdefault("num_items", 0)
         super().__init__(**base)
-        arch = feature_arch(features, feature_sizes, embed_dim, "DeepFM")
-        first = feature_arch(features, feature_sizes, 1, "DeepFM")
+        check_sparse_grad(self, sparse_grad)
+        arch = feature_arch(features, feature_sizes, embed_dim, "DeepFM", sparse_grad)
+        first = feature_arch(features, feature_sizes, 1, "DeepFM", sparse_grad)
         self.net = build_deepfm(arch, first, hidden_sizes(hidden, "hidden"), activation, dropout, batch_norm)
+
+    def setup(self, stage: str) -> None:
+        dense_grads_under_ddp(self)
 
     def score(self, batch):
         return self.net(batch)
