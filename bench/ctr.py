@@ -4,7 +4,7 @@ FuxiCTR 2.3's DeepFM / DCNv2; test AUC, log-loss, training samples/s, peak memor
 
 usage: python bench/ctr.py [--seeds 0 1 2] [--epochs 10] [--sides ours,recbole,fuxictr]
                            [--models DeepFM,DCNv2] [--data-dir DIR] [--threads 1] [--timeout 1800]
-                           [--export-only] [--lock FILE]
+                           [--export-only] [--lock FILE] [--table RESULTS_DIR]
 
 1. The split, once, from our own source (``-d=ml-1m-ctr``: recstudio_edge/data/formats/ctr.py,
    ``source.tables[stage]``: label = rating >= 4, the earliest 80% of ratings train, the next 10%
@@ -222,6 +222,7 @@ def _run_one(side: str, model: str, seed: int, args, out: Path) -> dict:
         rec = {"samples_per_s": r.get("samples_per_s"), "epochs_run": r.get("epochs_run"),
                "s_per_epoch": r["train_s"] / len(eps) if eps else None, "test": _metrics(r.get("test") or {}),
                "maxrss_mb": proc["maxrss_mb"], "rc": proc["rc"], "log": proc["log"],
+               "tree_peak_rss_mb": r.get("tree_peak_rss_mb"),
                "raw": {k: r.get(k) for k in ("best_epoch", "best_valid", "n_params", "build_s", "build_reused")}}
     rec.update(side=side, model=model, seed=seed, wall_s=time.perf_counter() - t0)
     ok = rec["rc"] == 0 and rec["test"].get("auc") is not None
@@ -273,16 +274,35 @@ def table(recs) -> str:
         sps = mean_sd([r["samples_per_s"] for r in good])
         spe = mean_sd([r["s_per_epoch"] for r in good])
         rss = mean_sd([r["maxrss_mb"] for r in good])
+        tree = mean_sd([r.get("tree_peak_rss_mb") for r in good])[0]
         ours = groups.get((model, "ours"), [])
         ours_sps = mean_sd([r["samples_per_s"] for r in ours if r["rc"] == 0])[0]
         ours_auc = mean_sd([r["test"].get("auc") for r in ours if r["rc"] == 0])[0]
         ratio = (f"{ours_sps / sps[0]:.2f}x" if side != "ours" and ours_sps and sps[0] else "-")
         dauc = (f"{ours_auc - auc[0]:+.4f}" if side != "ours" and ours_auc is not None and auc[0] is not None else "-")
         rows.append([model, SIDE_NAME[side], f"{len(good)}/{len(rs)}", pm(*auc), pm(*ll), pm(*sps, big=True),
-                     pm(*spe, nd=1), ", ".join(str(r["epochs_run"]) for r in good) or "-", pm(*rss, big=True),
+                     pm(*spe, nd=1), ", ".join(str(r["epochs_run"]) for r in good) or "-", pm(*rss, big=True) + (f" (tree {tree:,.0f})" if tree else ""),
                      ratio, dauc])
     return md_table(["model", "side", "runs ok", "test AUC", "test log-loss", "train samples/s", "s/epoch",
-                     "epochs (per seed)", "peak RSS MB", "ours / this samples/s", "ours - this AUC"], rows)
+                     "epochs (per seed)", "peak RSS MB (process; tree: with its helper processes)",
+                     "ours / this samples/s", "ours - this AUC"], rows)
+
+
+def render(m, spec, args, recs) -> str:
+    return (f"# CTR peers on ml-1m-ctr (split {spec['digest'][:12]}, rows {spec['rows']})\n\n{machine_line(m)}\n\n"
+            f"threads {args['threads']} per run, seeds {args['seeds']}, epochs cap {args['epochs']}, hyper-parameters "
+            f"{HYPER}\n\n{table(recs)}\n")
+
+
+def retable(folder: Path) -> str:
+    """The table of a finished (or interrupted) results folder, from its results.json."""
+    res = json.loads((folder / "results.json").read_text())
+    for r in res["runs"]:
+        if r["side"] == "fuxictr" and not r.get("tree_peak_rss_mb"):
+            f = folder / f"fuxictr_{r['model']}_seed{r['seed']}.json"
+            if f.exists():
+                r["tree_peak_rss_mb"] = json.loads(f.read_text()).get("tree_peak_rss_mb")
+    return render(res["machine"], res["split"], res["args"], res["runs"])
 
 
 def main(argv=None) -> int:
@@ -297,7 +317,13 @@ def main(argv=None) -> int:
     ap.add_argument("--export-only", action="store_true", help="write the split for the peers and stop")
     ap.add_argument("--lock", help="a file to flock around each run (share the machine with other benchmarks "
                                    "between runs, never during one)")
+    ap.add_argument("--table", type=Path, metavar="RESULTS_DIR", help="print the table of a results folder and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        text = retable(args.table)
+        (args.table / "table.md").write_text(text)
+        print(text)
+        return 0
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for s in sides:
@@ -331,9 +357,7 @@ def main(argv=None) -> int:
                     recs.append(run_one(side, model, seed, args, out))
                     (out / "results.json").write_text(json.dumps({"machine": m, "split": spec, "args": {
                         k: str(v) for k, v in vars(args).items()}, "runs": recs}, indent=1, default=str))
-    text = (f"# CTR peers on ml-1m-ctr (split {spec['digest'][:12]}, rows {spec['rows']})\n\n{machine_line(m)}\n\n"
-            f"threads {args.threads} per run, seeds {args.seeds}, epochs cap {args.epochs}, hyper-parameters "
-            f"{HYPER}\n\n{table(recs)}\n")
+    text = render(m, spec, {"threads": args.threads, "seeds": args.seeds, "epochs": args.epochs}, recs)
     (out / "table.md").write_text(text)
     print()
     print(text)
