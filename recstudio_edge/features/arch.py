@@ -294,8 +294,7 @@ class FeatureArch(nn.Module):
         perm = [0] * len(order)
         for pos, slot in enumerate(order):
             perm[slot] = pos
-        self._identity_order = perm == list(range(len(perm)))
-        self.register_buffer("_slot_perm", torch.tensor(perm, dtype=torch.long), persistent=False)
+        self._perm = perm
         self._feature = {f.name: f for f in self.features}
 
     # ------------------------------------------------------------------ ops
@@ -370,10 +369,11 @@ class FeatureArch(nn.Module):
             out[name] = torch.where(mask.unsqueeze(-1) if rows.dim() == 3 else mask, rows - 1, torch.full_like(rows, -1))
         return {f.name: out[f.name] for f in self.sparse_features}
 
-    def _slot_groups(self, batch: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
-        """The slots as ``[B, n, D]`` tensors, in computed order (scalar lookups, then sequences)."""
+    def _slot_pieces(self, batch: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
+        """Every slot as a ``[B, D]`` tensor, in declaration order (views of the lookups: the one
+        copy is the caller's stack or cat)."""
         vals = self._scalar_ids(batch)
-        groups: List[torch.Tensor] = []
+        groups: List[torch.Tensor] = []  # computed order: scalar lookups, then sequences
         for wkey, members, offname in self._lookups:
             if len(members) == 1:
                 off = self._single_off[offname]
@@ -381,7 +381,7 @@ class FeatureArch(nn.Module):
                 e = self._lookup(wkey, ids + off, [self._scalar[members[0]]], ids)  # [B, D] ([B, k, D])
                 if e.dim() == 3:  # multi-hash: sum over k
                     e = e.sum(1)
-                groups.append(e.unsqueeze(1))
+                groups.append(e)
                 continue
             ids = torch.stack([vals[i] for i in members], 0)  # [F, B] ([F, B, k])
             offs = getattr(self, offname)
@@ -389,10 +389,10 @@ class FeatureArch(nn.Module):
             e = self._lookup(wkey, rows, [self._scalar[i] for i in members], ids)
             if e.dim() == 4:  # multi-hash: [F, B, k, D] -> sum over k
                 e = e.sum(2)
-            groups.append(e.transpose(0, 1))  # [B, F, D]
+            groups.extend(e.unbind(0))  # F contiguous [B, D]
         for name in self._seq:
-            groups.append(self._sequence(self._feature[name], batch[name]))
-        return groups
+            groups.extend(self._sequence(self._feature[name], batch[name]).unbind(1))
+        return [groups[i] for i in self._perm]
 
     def _seq_rows(self, f: Feature, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """A sequence's rows within its table (``id + 1``, ``0`` at padding) and its mask."""
@@ -453,9 +453,7 @@ class FeatureArch(nn.Module):
         if not self.slot_dims:
             ref = batch[self.input_names[0]]
             return torch.zeros(ref.shape[0], 0, 0, device=ref.device)
-        groups = self._slot_groups(batch)
-        s = groups[0] if len(groups) == 1 else torch.cat(groups, 1)
-        return s if self._identity_order else s.index_select(1, self._slot_perm)
+        return torch.stack(self._slot_pieces(batch), 1)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         self._inputs(batch)
@@ -467,12 +465,7 @@ class FeatureArch(nn.Module):
         dense = self.dense(batch)
         if not self.slot_dims:
             return dense
-        if len(set(self.slot_dims)) == 1:
-            s = self.slots(batch)
-            return torch.cat([dense, s.flatten(1)], 1)
-        parts = [p for g in self._slot_groups(batch) for p in g.unbind(1)]
-        ordered = [parts[int(i)] for i in self._slot_perm.tolist()]
-        return torch.cat([dense] + ordered, 1)
+        return torch.cat([dense] + self._slot_pieces(batch), 1)  # one copy
 
     @property
     def flat_dim(self) -> int:
