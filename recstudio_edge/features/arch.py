@@ -486,7 +486,7 @@ class FeatureArch(nn.Module):
             elif f.cardinality is None or not f.torch_ops:
                 high = self.cardinality[f.name] - 1
             else:
-                high = 2 ** 31 - 1  # raw integers that a torch op bounds
+                high = MAX_ID  # raw integers that a torch op bounds: any non-negative int64
             if f.input == "scalar":
                 if f.dtype == "float32":
                     out.append(TensorSpec(f.name, "float32", ("batch",)))

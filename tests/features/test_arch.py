@@ -288,3 +288,18 @@ def test_onnx_export_matches_pytorch(tmp_path, exporter):
                       tmp_path / "f.onnx", dynamic_axes={s.name: s.axes() for s in specs}, make_inputs=make,
                       exporter=exporter, opset=17)
     assert rep["exporter"] == exporter and rep["max_abs_diff"] < 1e-5 and len(rep["checks"]) == 8
+
+
+def test_input_specs_describe_the_batch():
+    arch = FeatureArch(mixed_specs(), {"user_id": 10, "hist": 40})
+    specs = {s.name: s for s in arch.input_specs()}
+    assert [s.name for s in arch.input_specs()] == arch.input_names == [f["name"] for f in mixed_specs()]
+    assert (specs["dense"].dtype, specs["dense"].shape) == ("float32", ("batch", 2))
+    assert (specs["C1"].low, specs["C1"].high) == (0, 99)  # hashed into 100 buckets on the reader
+    assert (specs["user_id"].low, specs["user_id"].high) == (0, 9)  # identity ids: its size
+    assert specs["age"].dtype == "float32" and specs["age"].low is None
+    assert specs["ux"].shape == ("batch", 2) and specs["item_id"].high == 2 ** 63 - 2  # raw ints a device op bounds
+    assert (specs["genre"].shape, specs["genre"].low, specs["genre"].high, specs["genre"].padding) == \
+        (("batch", "genre_len"), 1, 64, 0)  # ids + 1 (hashed into 64), 0 pads
+    assert (specs["hist"].shape, specs["hist"].high) == (("batch", 3), 40)
+    assert specs["watch"].dtype == "float32" and specs["watch"].shape == ("batch", 4)
