@@ -15,11 +15,14 @@ Config (``auc_stop:`` section)::
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 
 from ..config import ConfigError
+
+log = logging.getLogger(__name__)
 
 METRICS = ("auc", "gauc", "logloss")
 
@@ -57,10 +60,11 @@ class AucStop(pl.Callback):
             if self.reached is None:
                 self.reached = {"metric": self.metric, "value": value, "threshold": self.threshold,
                                 "epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step)}
-                from lightning.pytorch.utilities import rank_zero_info
-
-                rank_zero_info(f"auc_stop: {self.key} = {value:.5f} reached the threshold {self.threshold:g} "
-                               f"at epoch {trainer.current_epoch}, step {trainer.global_step}: training stops")
+                msg = (f"auc_stop: {self.key} = {value:.5f} reached the threshold {self.threshold:g} at epoch "
+                       f"{trainer.current_epoch}, step {trainer.global_step}: training stops")
+                log.info(msg)
+                if trainer.is_global_zero:
+                    print(msg, flush=True)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"reached": self.reached}

@@ -124,11 +124,11 @@ def dense_grads_under_ddp(model) -> None:
     archs = [m for m in model.modules() if getattr(m, "sparse", False) is True and hasattr(m, "input_specs")]
     for arch in archs:
         arch.sparse = False
-    if archs:
-        from lightning.pytorch.utilities import rank_zero_info
+    if archs and getattr(trainer, "global_rank", 0) == 0:
+        import logging
 
-        rank_zero_info(f"model.sparse_grad: {trainer.world_size} processes: the embedding tables train with dense "
-                       f"gradients (DDP all-reduces dense gradients only)")
+        logging.getLogger(__name__).info(f"model.sparse_grad: {trainer.world_size} processes: the embedding tables "
+                                         f"train with dense gradients (DDP all-reduces dense gradients only)")
 
 
 class DLRMFeatures(nn.Module):
