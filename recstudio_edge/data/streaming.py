@@ -324,6 +324,9 @@ def pack_tensors(batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     out = dict(batch)
     for dtype, keys in groups.items():
         if len(keys) < 2:
+            value = batch[keys[0]]
+            if value.untyped_storage().nbytes() > value.numel() * value.element_size():
+                out[keys[0]] = value.clone()  # a slice of a window's tensor: send its rows, not the window
             continue
         flat = torch.cat([batch[k].reshape(-1) for k in keys])
         offset = 0
@@ -362,12 +365,17 @@ class ShardedStream(IterableDataset):
         num_workers: the DataLoader's ``num_workers`` (0 = the main process).
         rank, world_size: this process's rank and the number of ranks (default: from
             ``torch.distributed`` when initialised, else 0 and 1).
+        convert_window: call ``convert`` once per shuffle window and slice its tensors into the
+            batches (a batch straddling two windows is converted from its rows): the convert's
+            fixed costs per call are paid per window, not per batch (small batches). Needs a
+            row-wise convert (every output ``[rows, ...]``); variable-length sequences are then
+            padded to the window's longest, not the batch's.
     """
 
     def __init__(self, files, convert: Optional[Callable[[pa.Table], Mapping[str, torch.Tensor]]] = None,
                  batch_size: int = 1024, *, columns: Optional[Sequence[str]] = None, shuffle: bool = True,
                  shuffle_buffer: int = 65536, seed: int = 0, num_workers: int = 0,
-                 rank: Optional[int] = None, world_size: Optional[int] = None):
+                 rank: Optional[int] = None, world_size: Optional[int] = None, convert_window: bool = False):
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -388,6 +396,7 @@ class ShardedStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.num_workers = num_workers
+        self.convert_window = bool(convert_window)
         self._rank, self._world = rank, world_size
         self.units: List[Unit] = []
         schema0: Optional[pa.Schema] = None
@@ -548,14 +557,21 @@ class ShardedStream(IterableDataset):
                 perm = np.random.default_rng([self.seed, epoch, reader, wi]).permutation(table.num_rows)
                 table = table.take(pa.array(perm))
             lo, hi = max(starts[wi], bounds[j]), starts[wi + 1]
+            encoded = None
             while j < k:
                 end = bounds[j + 1]
                 if end > hi:
                     if hi > lo:
                         pieces.append(table.slice(lo - starts[wi], hi - lo))
                     break
-                pieces.append(table.slice(lo - starts[wi], end - lo))
-                yield self._batch(pieces, epoch, worker, j)
+                if self.convert_window and not pieces:  # a batch inside the window: a slice of its tensors
+                    if encoded is None:
+                        encoded = self._convert(table)
+                    a, b = lo - starts[wi], end - starts[wi]
+                    yield self._finish({key: v[a:b] for key, v in encoded.items()}, epoch, worker, j)
+                else:
+                    pieces.append(table.slice(lo - starts[wi], end - lo))
+                    yield self._batch(pieces, epoch, worker, j)
                 pieces, lo, j = [], end, j + 1
             if j >= k:
                 return
@@ -575,14 +591,26 @@ class ShardedStream(IterableDataset):
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return table.combine_chunks()
 
-    def _batch(self, pieces: List[pa.Table], epoch: int, worker: int, index: int) -> Dict[str, torch.Tensor]:
-        table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces).combine_chunks()
+    def _convert(self, table: pa.Table) -> Dict[str, torch.Tensor]:
         batch = self.convert(table)
         if not isinstance(batch, Mapping):
             raise TypeError(f"convert must return a dict of tensors, got {type(batch).__name__}")
         batch = dict(batch)
         if POS_KEY in batch:
             raise ValueError(f"convert returned a key {POS_KEY!r}: it is the stream's position, rename it")
+        if self.convert_window:
+            for key, value in batch.items():
+                if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != table.num_rows:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise ValueError(f"convert_window=True needs one row of every output per input row: {key!r} is "
+                                     f"{shape} for {table.num_rows} rows (use convert_window=False)")
+        return batch
+
+    def _batch(self, pieces: List[pa.Table], epoch: int, worker: int, index: int) -> Dict[str, torch.Tensor]:
+        table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces).combine_chunks()
+        return self._finish(self._convert(table), epoch, worker, index)
+
+    def _finish(self, batch: Dict[str, torch.Tensor], epoch: int, worker: int, index: int) -> Dict[str, torch.Tensor]:
         batch[POS_KEY] = torch.tensor([epoch, worker, index], dtype=torch.int64)
         if get_worker_info() is not None:
             batch = pack_tensors(batch)

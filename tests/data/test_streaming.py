@@ -332,3 +332,28 @@ def test_lightning_checkpoint_resumes_mid_epoch(tmp_path):
     assert 7 * 55 < len(first) < 7 * 65  # 7 batches of ~60 rows (1563 rows, 2 workers x 13 batches)
     assert not set(first.tolist()) & set(rest.tolist())
     assert np.array_equal(np.sort(np.concatenate([first, rest])), np.arange(ROWS))
+
+
+def test_convert_window_yields_the_same_batches(shards):
+    def both():
+        out = {}
+        for window in (False, True):
+            ds = stream(shards, rank=0, world_size=1, num_workers=2, seed=9, convert_window=window)
+            out[window] = {tuple(b[POS_KEY].tolist()): b["row_id"].numpy() for b in ds.loader()}
+        return out
+
+    got = both()
+    assert got[False].keys() == got[True].keys()
+    for pos, ids in got[False].items():
+        assert np.array_equal(ids, got[True][pos])
+    # a convert that is not row-wise is refused
+    bad = ShardedStream(shards, convert=lambda t: {"n": torch.tensor([t.num_rows])}, convert_window=True,
+                        rank=0, world_size=1, batch_size=64)
+    with pytest.raises(ValueError, match=r"convert_window=True needs one row of every output per input row: 'n'"):
+        next(iter(bad))
+
+
+def test_pack_copies_a_slice_of_a_bigger_tensor():
+    window = torch.arange(100)
+    packed = streaming.pack_tensors({"a": window[10:20]})
+    assert torch.equal(packed["a"], torch.arange(10, 20)) and packed["a"].untyped_storage().nbytes() == 80
