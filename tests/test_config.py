@@ -158,3 +158,22 @@ def test_every_key_a_model_yaml_adds_is_read_by_the_code():
             if not re.search(rf"""["']{re.escape(leaf)}["']""", code):
                 unread.append(f"{path.name}: {key}")
     assert not unread, f"model YAML keys no code reads (a typo?): {unread}"
+
+
+def test_bf16_auto_precision_follows_the_device(monkeypatch):
+    """``trainer.precision: bf16-auto`` is bf16-mixed only where bfloat16 is native, else 32-true;
+    any other value passes through."""
+    from recstudio_edge import runner
+
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: True)
+    assert runner.resolve_precision("bf16-auto", "cpu") == "bf16-mixed"
+    assert runner.resolve_precision("bf16-auto", "auto") == "bf16-mixed"
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: False)
+    assert runner.resolve_precision("bf16-auto", "auto") == "32-true"
+    assert runner.resolve_precision("16-mixed", "cpu") == "16-mixed"
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runner.torch.cuda, "is_bf16_supported", lambda: False)
+    assert runner.resolve_precision("bf16-auto", "gpu") == "32-true"
+    monkeypatch.setattr(runner.torch.cuda, "is_bf16_supported", lambda: True)
+    assert runner.resolve_precision("bf16-auto", "auto") == "bf16-mixed"
