@@ -212,7 +212,7 @@ def test_dlrm_kaggle_shapes_and_the_reference_initialisation():
     specs += [{"name": f"C{i}", "type": "sparse", "fields": [f"C{i}"], "ops": [{"op": "hash", "buckets": 50}]}
               for i in range(1, 27)]
     torch.manual_seed(0)
-    m = create_model("DLRM", features=specs, num_users=0, num_items=0)  # the YAML's defaults are the constructor's
+    m = create_model("DLRM", features=specs, num_users=0, num_items=0)  # the constructor's network is the YAML's
     bottom, top = m.net.dense_arch, m.net.over_arch
     assert [l.in_features for l in bottom if isinstance(l, nn.Linear)] == [13, 512, 256, 64]
     assert [l.in_features for l in top if isinstance(l, nn.Linear)] == [367, 512, 256]
@@ -402,3 +402,26 @@ def test_sparse_grad_turns_dense_under_several_processes():
         m._trainer = SimpleNamespace(world_size=world)
         m.setup("fit")
         assert m.net.sparse_arch.sparse is want and m.net.first_order.arch.sparse is want
+
+
+@pytest.mark.parametrize("name", ["DLRM", "DeepFM", "DCNv2"])
+def test_each_yaml_builds_its_model_with_its_own_optimiser(name):
+    """configs/model/<name>.yaml's model and train sections go together (DLRM's sparse gradients with
+    its SGD), and the YAML's network is the constructor's default one."""
+    from pathlib import Path
+
+    import yaml
+
+    from recstudio_edge.model import create_model, get_model_class
+    from recstudio_edge.registry import constructor_params
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "model" / f"{name}.yaml").read_text())
+    train = cfg["train"]
+    m = create_model(name, features=SPECS, feature_sizes=SIZES, num_users=0, num_items=0, optimizer=train["optimizer"],
+                     lr=train["lr"], **cfg["model"])
+    assert m.score(planted(4, 0)).shape == (4,)
+    params = constructor_params(get_model_class(name))
+    for key, value in cfg["model"].items():
+        if key != "sparse_grad":  # off by default: the default optimiser (adam) cannot take it
+            default = params[key].default
+            assert (list(default) if isinstance(default, tuple) else default) == value, (name, key)
