@@ -36,10 +36,10 @@ from ...edge.modules import EdgeStages, Probability
 from ...edge.protocol import EdgeParts, Part, probability
 from ...registry import register_model
 from ..layers import MLP
-from ..layers.interaction import CatInteraction, DotInteraction
+from ..layers.interaction import INTERACTIONS, CatInteraction, DotInteraction
 from ..towers import TowerFree
 
-INTERACTION_NAMES = ("dot", "cat")
+INTERACTION_NAMES = tuple(INTERACTIONS)  # dot, cat
 
 
 def reference_init_(mlp: nn.Module, generator: Optional[torch.Generator] = None) -> nn.Module:

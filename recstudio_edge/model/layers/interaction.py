@@ -63,7 +63,7 @@ class DotInteraction(nn.Module):
 class CatInteraction(nn.Module):
     """``(dense [B, Dd] or None, sparse [B, F, D]) -> [B, Dd + F * D]``: DLRM's ``cat``."""
 
-    def __init__(self, num_vectors: int = 0, self_interaction: bool = False, with_dense: bool = True):
+    def __init__(self, with_dense: bool = True):
         super().__init__()
         self.with_dense = bool(with_dense)
 
