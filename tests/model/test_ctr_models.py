@@ -218,8 +218,10 @@ def test_dlrm_kaggle_shapes_and_the_reference_initialisation():
     assert [l.in_features for l in top if isinstance(l, nn.Linear)] == [367, 512, 256]
     assert isinstance(bottom[-1], nn.ReLU) and isinstance(top[-1], nn.Linear)  # the logit has no activation
     w = top[0].weight.detach()
-    assert abs(float(w.std()) - (2 / (367 + 512)) ** 0.5) < 0.002 and abs(float(top[0].bias.detach().std()) - (1 / 512) ** 0.5) < 0.01
-    batch = {"dense": torch.rand(4, 13) * 100, **{f"C{i}": torch.randint(0, 50, (4,)) for i in range(1, 27)}}  # hashed by the reader
+    assert abs(float(w.std()) - (2 / (367 + 512)) ** 0.5) < 0.002
+    assert abs(float(top[0].bias.detach().std()) - (1 / 512) ** 0.5) < 0.01
+    # the C columns as the reader hands them over: already hashed into their 50 buckets
+    batch = {"dense": torch.rand(4, 13) * 100, **{f"C{i}": torch.randint(0, 50, (4,)) for i in range(1, 27)}}
     assert m.score(batch).shape == (4,)
 
 
@@ -387,7 +389,8 @@ def test_sparse_grad_updates_only_the_rows_looked_up_and_equals_dense_sgd():
     # the genre table: the ids of the batch moved, the others did not
     moved = (sparse.net.sparse_arch.table_weight("genre") != w0).any(1).nonzero().flatten().tolist()
     assert moved == sorted(set(batch["genre"][batch["genre"] > 0].tolist()))
-    for kw, message in [(dict(optimizer="adam"), "train.optimizer 'adam' cannot take: use train.optimizer sgd or adagrad"),
+    for kw, message in [(dict(optimizer="adam"),
+                         "train.optimizer 'adam' cannot take: use train.optimizer sgd or adagrad"),
                         (dict(optimizer="sgd", weight_decay=1e-4), "train.weight_decay must be 0")]:
         with pytest.raises(ConfigError, match=message):
             build("DeepFM", sparse_grad=True, **kw)

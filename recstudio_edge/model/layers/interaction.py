@@ -38,7 +38,8 @@ class DotInteraction(nn.Module):
 
     def __init__(self, num_vectors: int, self_interaction: bool = False, with_dense: bool = True):
         super().__init__()
-        self.num_vectors, self.self_interaction, self.with_dense = int(num_vectors), bool(self_interaction), bool(with_dense)
+        self.num_vectors, self.self_interaction = int(num_vectors), bool(self_interaction)
+        self.with_dense = bool(with_dense)
         if self.num_vectors < (1 if self_interaction else 2):
             raise ValueError(f"dot interaction of {self.num_vectors} vector(s): no pair to take "
                              f"(it needs 2 vectors, or 1 with self_interaction)")
