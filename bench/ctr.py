@@ -32,7 +32,7 @@ seconds (data loading inside the epoch counted, validation not); s/epoch; peak R
 The table gives mean +- standard deviation over seeds and ratios to ours; results (JSON, the table,
 logs) go to bench/results/ctr-<stamp>/. Set-up: `python bench/setup.py` (peer venv), and FuxiCTR's venv:
 
-    python -m venv <BENCH_DATA>/fuxictr-venv && <BENCH_DATA>/fuxictr-venv/bin/pip install fuxictr==2.3.10 torch==2.13.0
+    python -m venv <BENCH_DATA>/fuxictr-venv && <BENCH_DATA>/fuxictr-venv/bin/pip install fuxictr==2.3.10 torch==2.13.0 "polars<2"
 
 The data: real ml-1m in --data-dir (default ~/.cache/recstudio_edge/data, <dir>/ml-1m/ml-1m.inter/.user/.item).
 """
