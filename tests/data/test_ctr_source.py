@@ -133,13 +133,15 @@ class _Recorder(__import__("lightning").pytorch.Callback):
         self.seen.append((tuple(batch["_pos"].tolist()), float(batch["dense"].sum())))
 
 
-def _fit(dm, model, callbacks, ckpt=None, **kw):
+def _fit(dm, model, callbacks, root, ckpt=None, **kw):
     import lightning.pytorch as pl
 
     from recstudio_edge.callbacks.stream_position import StreamPosition
 
+    saves = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[StreamPosition(), *callbacks], **kw)
+                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[StreamPosition(), *callbacks],
+                         enable_checkpointing=saves, default_root_dir=str(root), **kw)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt, weights_only=True)
 
 
@@ -161,18 +163,18 @@ def test_an_interrupted_stream_resumes_at_the_next_unseen_batch(tmp_path, worker
 
     dm, model = parts()
     straight = _Recorder()
-    _fit(dm, model, [straight], max_epochs=2)
+    _fit(dm, model, [straight], tmp_path, max_epochs=2)
     per_epoch = len(dm.stream)
     assert len(straight.seen) == 2 * per_epoch and len(set(straight.seen)) == 2 * per_epoch
 
     dm, model = parts()
     first = _Recorder()
     ck = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=per_epoch + 3, save_top_k=-1)
-    _fit(dm, model, [first, ck], max_epochs=2, max_steps=per_epoch + 3)
+    _fit(dm, model, [first, ck], tmp_path, max_epochs=2, max_steps=per_epoch + 3)
     (path,) = list((tmp_path / "ck").glob("*.ckpt"))
     dm, model = parts()
     second = _Recorder()
-    _fit(dm, model, [second], ckpt=str(path), max_epochs=2)
+    _fit(dm, model, [second], tmp_path, ckpt=str(path), max_epochs=2)
     assert first.seen + second.seen == straight.seen
 
 
