@@ -58,6 +58,14 @@ class StreamPasses:
     def __len__(self) -> int:
         return -(-len(self.stream) // self.steps)
 
+    # Lightning keeps a stateful loader's state in its checkpoints too: the stream's position, the
+    # same one the data module's state_dict holds (either restores it)
+    def state_dict(self):
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.stream.load_state_dict(state)
+
     def _in_order(self):
         """The loader's batches in the stream's own order, ``(index, worker)``. A DataLoader takes its
         workers round-robin from worker 0, so after a resume where worker 1 is a batch behind, its
