@@ -15,20 +15,16 @@ rank, low rank ``U V^T``, or the mixture of low-rank experts), then by ``structu
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from ...config import ConfigError
-from ...edge.modules import EdgeStages, Probability
-from ...edge.protocol import EdgeParts
 from ...registry import register_model
 from ..layers import MLP
 from ..layers.interaction import CrossNetV2
-from ..towers import TowerFree
-from .dlrm import BatchOf, check_sparse_grad, dense_grads_under_ddp, edge_part_of, feature_arch, hidden_sizes
+from .dlrm import BatchOf, FeatureTower, check_sparse_grad, feature_arch, hidden_sizes
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
@@ -107,11 +103,9 @@ def build_dcnv2(sparse_arch: nn.Module, in_dim: int, structure: str = "parallel"
 
 
 @register_model
-class DCNv2(TowerFree):
+class DCNv2(FeatureTower):
     """DCN-V2 on the rows' features (``data.features``); the data's facts come from the ``ctr`` source."""
 
-    data_kind = "ctr"
-    data_format = "ctr"
 
     def __init__(self, features: list = (), feature_sizes: Optional[dict] = None, embed_dim: Optional[int] = 40,
                  structure: str = "parallel", num_cross_layers: int = 3, low_rank: Optional[int] = None,
@@ -128,15 +122,5 @@ class DCNv2(TowerFree):
                                hidden_sizes(stacked_hidden, "stacked_hidden"),
                                hidden_sizes(parallel_hidden, "parallel_hidden"), activation, dropout, batch_norm)
 
-    def setup(self, stage: str) -> None:
-        dense_grads_under_ddp(self)
-
-    def score(self, batch):
-        return self.net(batch)
-
-    def edge_parts(self) -> EdgeParts:
-        """One device model, ``"edge"``: the whole network with a probability output (a snapshot)."""
-        net = copy.deepcopy(self.net).cpu()
-        names = [s.name for s in net.sparse_arch.input_specs()]
-        module = EdgeStages(features=BatchOf(names, net.features), classifier=net.fc, output=Probability()).eval()
-        return EdgeParts(device={"edge": edge_part_of(net.sparse_arch, module)})
+    def edge_stages(self, net, names) -> dict:
+        return {"features": BatchOf(names, net.features), "classifier": net.fc}

@@ -15,20 +15,16 @@ benchmark's configurations). On-device part: the whole network, ``"edge"``, feat
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from ...config import ConfigError
-from ...edge.modules import EdgeStages, Probability
-from ...edge.protocol import EdgeParts
 from ...registry import register_model
 from ..layers import MLP
 from ..layers.interaction import FactorizationMachine
-from ..towers import TowerFree
-from .dlrm import BatchOf, check_sparse_grad, dense_grads_under_ddp, edge_part_of, feature_arch, hidden_sizes
+from .dlrm import BatchOf, FeatureTower, check_sparse_grad, feature_arch, hidden_sizes
 
 
 class DenseFields(nn.Module):
@@ -112,11 +108,9 @@ class DeepFMScore(nn.Module):
 
 
 @register_model
-class DeepFM(TowerFree):
+class DeepFM(FeatureTower):
     """DeepFM on the rows' features (``data.features``); the data's facts come from the ``ctr`` source."""
 
-    data_kind = "ctr"
-    data_format = "ctr"
 
     def __init__(self, features: list = (), feature_sizes: Optional[dict] = None, embed_dim: Optional[int] = 40,
                  hidden: Sequence[int] = (300, 300, 300), activation: str = "relu", dropout: float = 0.0,
@@ -129,15 +123,5 @@ class DeepFM(TowerFree):
         first = feature_arch(features, feature_sizes, 1, "DeepFM", sparse_grad)
         self.net = build_deepfm(arch, first, hidden_sizes(hidden, "hidden"), activation, dropout, batch_norm)
 
-    def setup(self, stage: str) -> None:
-        dense_grads_under_ddp(self)
-
-    def score(self, batch):
-        return self.net(batch)
-
-    def edge_parts(self) -> EdgeParts:
-        """One device model, ``"edge"``: the whole network with a probability output (a snapshot)."""
-        net = copy.deepcopy(self.net).cpu()
-        names = [s.name for s in net.sparse_arch.input_specs()]
-        module = EdgeStages(features=BatchOf(names, DeepFMScore(net)), output=Probability()).eval()
-        return EdgeParts(device={"edge": edge_part_of(net.sparse_arch, module)})
+    def edge_stages(self, net, names) -> dict:
+        return {"features": BatchOf(names, DeepFMScore(net))}

@@ -233,12 +233,36 @@ def edge_part_of(sparse_arch, module: nn.Module) -> Part:
     return Part(module, inputs=specs, outputs=(probability(),))
 
 
-@register_model
-class DLRM(TowerFree):
-    """DLRM on the rows' features (``data.features``); the data's facts come from the ``ctr`` source."""
+class FeatureTower(TowerFree):
+    """What the CTR towers on the feature pipeline share (DLRM, DeepFM, DCNv2): rows of the ``ctr``
+    source, ``self.net(batch) -> logits`` with a ``sparse_arch``, dense gradients under DDP, and one
+    device model ``"edge"`` made of the stages ``edge_stages(net, names)`` names (a snapshot of the
+    network on the CPU, the feature pipeline's inputs in ``names`` order -> probability)."""
 
     data_kind = "ctr"
     data_format = "ctr"
+
+    def setup(self, stage: str) -> None:
+        dense_grads_under_ddp(self)
+
+    def score(self, batch):
+        return self.net(batch)
+
+    def edge_stages(self, net: nn.Module, names: Sequence[str]) -> dict:  # pragma: no cover - per model
+        raise NotImplementedError
+
+    def edge_parts(self) -> EdgeParts:
+        """One device model, ``"edge"``: the whole network with a probability output (a snapshot)."""
+        net = copy.deepcopy(self.net).cpu()
+        names = [s.name for s in net.sparse_arch.input_specs()]
+        module = EdgeStages(**self.edge_stages(net, names), output=Probability()).eval()
+        return EdgeParts(device={"edge": edge_part_of(net.sparse_arch, module)})
+
+
+@register_model
+class DLRM(FeatureTower):
+    """DLRM on the rows' features (``data.features``); the data's facts come from the ``ctr`` source."""
+
 
     def __init__(self, features: list = (), feature_sizes: Optional[dict] = None, embed_dim: Optional[int] = 16,
                  dense_arch: Sequence[int] = (512, 256, 64, 16), over_arch: Sequence[int] = (512, 256, 1),
@@ -253,16 +277,5 @@ class DLRM(TowerFree):
                               hidden_sizes(dense_arch, "dense_arch"), hidden_sizes(over_arch, "over_arch"),
                               interaction, self_interaction, init)
 
-    def setup(self, stage: str) -> None:
-        dense_grads_under_ddp(self)
-
-    def score(self, batch):
-        return self.net(batch)
-
-    def edge_parts(self) -> EdgeParts:
-        """One device model, ``"edge"``: the whole network with a probability output (a snapshot)."""
-        net = copy.deepcopy(self.net).cpu()
-        names = [s.name for s in net.sparse_arch.input_specs()]
-        module = EdgeStages(features=BatchOf(names, net.features), classifier=net.over_arch,
-                            output=Probability()).eval()
-        return EdgeParts(device={"edge": edge_part_of(net.sparse_arch, module)})
+    def edge_stages(self, net, names) -> dict:
+        return {"features": BatchOf(names, net.features), "classifier": net.over_arch}
