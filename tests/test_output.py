@@ -80,6 +80,9 @@ def test_a_run_into_a_file_prints_one_line_per_epoch_no_bars_and_no_warnings(tmp
     epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 3, out
     assert re.fullmatch(r"epoch 2: [0-9.]+s  train loss [0-9.]+  recall@10 [0-9.]+", epochs[2]), epochs
+    # the estimate of the time left: on every epoch but the last
+    assert re.fullmatch(r"epoch 0: [0-9.]+s  train loss [0-9.]+  recall@10 [0-9.]+  \(at most [0-9.]+s left\)",
+                        epochs[0]), epochs
     run = next((tmp_path / "out").rglob("metrics.json")).parent
     best = torch.load(run / "best.ckpt", weights_only=True)["epoch"]
     assert f"valid (best by recall@10, epoch {best})" in out
@@ -88,7 +91,8 @@ def test_a_run_into_a_file_prints_one_line_per_epoch_no_bars_and_no_warnings(tmp
     folder = run.relative_to(tmp_path)
     assert out.splitlines()[-1] == f"run folder: {folder}"
     # the value best epoch's line shows is the one the table repeats
-    assert epochs[best].endswith(f"recall@10 {_table(out, f'valid (best by recall@10, epoch {best})')[1]['recall'][0]}")
+    shown = _table(out, f'valid (best by recall@10, epoch {best})')[1]['recall'][0]
+    assert re.sub(r"  \(at most .* left\)$", "", epochs[best]).endswith(f"recall@10 {shown}")
 
 
 def test_resumed_and_tested_runs_print_their_folder_like_a_new_one(run_cli, tmp_path, monkeypatch, capsys):
@@ -184,3 +188,17 @@ def test_the_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, tty):
     trainer, _ = build_trainer(cfg, tmp_path, "recall@10", "max", epochs=1)
     assert not any(isinstance(c, TQDMProgressBar) for c in trainer.callbacks)
     assert next(c for c in trainer.callbacks if isinstance(c, MetricsTable)).lines
+
+
+def test_the_time_left_is_the_mean_pace_times_the_epochs_to_run(monkeypatch):
+    from types import SimpleNamespace
+
+    from recstudio_edge.callbacks import metrics_table
+
+    cb = metrics_table.MetricsTable("valid/auc", lines=True)
+    clock = iter([100.0, 130.0, 100.0 + 3 * 25 * 60])
+    monkeypatch.setattr(metrics_table.time, "perf_counter", lambda: next(clock))
+    cb.on_train_start(SimpleNamespace(current_epoch=0), None)
+    assert cb.time_left(SimpleNamespace(current_epoch=1, max_epochs=12)) == "  (at most 2m 30s left)"  # 15 s x 10
+    assert cb.time_left(SimpleNamespace(current_epoch=2, max_epochs=200)) == "  (at most 82h 05m left)"  # 25 m x 197
+    assert cb.time_left(SimpleNamespace(current_epoch=199, max_epochs=200)) == ""  # the last epoch

@@ -15,8 +15,10 @@ class MetricsTable(pl.Callback):
     """After each training epoch, on the global-zero process.
 
     ``detail``: the table ``epoch | train loss | valid metrics | seconds`` (every validation
-    metric). ``lines`` (and not ``detail``): ``epoch 3: 1.2s  train loss 0.6931  recall@10 0.0660``,
-    the monitored metric only. Epochs without a validation show ``-`` for the metrics.
+    metric). ``lines`` (and not ``detail``): ``epoch 3: 1.2s  train loss 0.6931  recall@10 0.0660  (at
+    most 8.4s left)``, the monitored metric only, and the time the remaining epochs would take at the
+    mean pace so far (validations included; early stopping may end the run sooner). Epochs without a
+    validation show ``-`` for the metrics.
     """
 
     def __init__(self, monitor: str, detail: bool = False, lines: bool = False):
@@ -25,8 +27,23 @@ class MetricsTable(pl.Callback):
         self._names = None
         self._printed_header = False
 
+    def on_train_start(self, trainer, pl_module):
+        self._fit_t0, self._fit_epoch0 = time.perf_counter(), trainer.current_epoch
+
     def on_train_epoch_start(self, trainer, pl_module):
         self._t = time.perf_counter()
+
+    def time_left(self, trainer) -> str:
+        """``(at most 1m 12s left)``: the epochs still to run at the mean pace of those run so far."""
+        done = trainer.current_epoch + 1 - getattr(self, "_fit_epoch0", 0)
+        remaining = (trainer.max_epochs or 0) - trainer.current_epoch - 1
+        if done <= 0 or remaining <= 0 or not hasattr(self, "_fit_t0"):
+            return ""
+        left = (time.perf_counter() - self._fit_t0) / done * remaining
+        m, sec = divmod(int(round(left)), 60)
+        h, m = divmod(m, 60)
+        text = f"{h}h {m:02d}m" if h else (f"{m}m {sec:02d}s" if m else f"{left:.1f}s")
+        return f"  (at most {text} left)"
 
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = time.perf_counter() - self._t
@@ -51,5 +68,5 @@ class MetricsTable(pl.Callback):
         elif self.lines:
             name = self.monitor.split("/", 1)[-1]
             value = f"{metrics[name]:.4f}" if name in metrics else "-"
-            print(f"epoch {trainer.current_epoch}: {seconds:.1f}s  train loss {loss_s.strip()}  {name} {value}",
-                  flush=True)
+            print(f"epoch {trainer.current_epoch}: {seconds:.1f}s  train loss {loss_s.strip()}  {name} {value}"
+                  f"{self.time_left(trainer)}", flush=True)
