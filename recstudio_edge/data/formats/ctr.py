@@ -135,6 +135,7 @@ class CtrSource:
                  stats: Optional[Dict[str, float]] = None):
         self.fs, self.cfg, self.where = fs, dict(cfg), where
         self.label = str(self.cfg.get("label") or LABEL)
+        self.encoder = RowEncoder(fs, self.label, where)
         self.tables = dict(tables)
         self.shards = list(shards or [])
         self.paths = dict(paths or {})
@@ -154,23 +155,7 @@ class CtrSource:
     # encoding -----------------------------------------------------------------------------------------
     def encode(self, table, stage: str = "rows") -> Dict[str, torch.Tensor]:
         """The batch tensors of ``table``: the features' inputs and ``label`` (float 0/1)."""
-        import pyarrow.compute as pc
-
-        if self.label not in table.column_names:
-            raise DataError(self.where, message=f"{stage}: no label column {self.label!r} (data.label); "
-                                                f"the columns are {table.column_names[:12]}")
-        out = self.fs.encode(table)
-        lab = table.column(self.label)
-        if lab.null_count:
-            bad = int(np.flatnonzero(pc.is_null(lab).to_numpy(zero_copy_only=False))[0])
-            raise DataError(self.where, message=f"{stage}: row {bad + 1}: field {self.label!r}: empty label")
-        y = torch.from_numpy(np.array(lab.to_numpy(zero_copy_only=False), dtype=np.float32))
-        if y.numel() and not bool(((y == 0) | (y == 1)).all()):
-            bad = int(torch.nonzero((y != 0) & (y != 1))[0])
-            raise DataError(self.where, message=f"{stage}: row {bad + 1}: field {self.label!r}: expected 0 or 1, "
-                                                f"got {float(y[bad]):g}")
-        out[LABEL] = y
-        return out
+        return self.encoder(table, stage)
 
     def _sizes(self) -> Dict[str, int]:
         sizes: Dict[str, int] = {}
@@ -223,7 +208,7 @@ class CtrSource:
 
         if not self.shards:
             raise DataError(self.where, message="data.stream: no training shards (Parquet or ORC files) to stream")
-        return ShardedStream(self.shards, convert=_Encoder(self), batch_size=int(batch_size),
+        return ShardedStream(self.shards, convert=self.encoder, batch_size=int(batch_size),
                              columns=_columns(self.fs, self.label), seed=int(seed), num_workers=int(num_workers),
                              shuffle_buffer=int(self.cfg.get("shuffle_buffer") or 0), convert_window=True)
 
@@ -236,14 +221,32 @@ class CtrSource:
         return BatchDataset(n, lambda idx: {k: v[idx] for k, v in enc.items()})
 
 
-class _Encoder:
-    """``CtrSource.encode`` of a stream's batches, picklable for loader workers (no tables with it)."""
+class RowEncoder:
+    """Rows (a ``pyarrow`` table) -> batch tensors: the features' inputs (``FeatureSet.encode``) and
+    ``label`` (float 0/1, checked). The source's and its stream's one encoder: picklable for loader
+    workers (it holds no tables)."""
 
-    def __init__(self, source: CtrSource):
-        self.fs, self.label, self.where, self.cfg = source.fs, source.label, source.where, source.cfg
+    def __init__(self, fs, label: str, where: str):
+        self.fs, self.label, self.where = fs, label, where
 
-    def __call__(self, table) -> Dict[str, torch.Tensor]:
-        return CtrSource.encode(self, table, "train")
+    def __call__(self, table, stage: str = "train") -> Dict[str, torch.Tensor]:
+        import pyarrow.compute as pc
+
+        if self.label not in table.column_names:
+            raise DataError(self.where, message=f"{stage}: no label column {self.label!r} (data.label); "
+                                                f"the columns are {table.column_names[:12]}")
+        out = self.fs.encode(table)
+        lab = table.column(self.label)
+        if lab.null_count:
+            bad = int(np.flatnonzero(pc.is_null(lab).to_numpy(zero_copy_only=False))[0])
+            raise DataError(self.where, message=f"{stage}: row {bad + 1}: field {self.label!r}: empty label")
+        y = torch.from_numpy(np.array(lab.to_numpy(zero_copy_only=False), dtype=np.float32))
+        if y.numel() and not bool(((y == 0) | (y == 1)).all()):
+            bad = int(torch.nonzero((y != 0) & (y != 1))[0])
+            raise DataError(self.where, message=f"{stage}: row {bad + 1}: field {self.label!r}: expected 0 or 1, "
+                                                f"got {float(y[bad]):g}")
+        out[LABEL] = y
+        return out
 
 
 # ---- files ---------------------------------------------------------------------------------------------------
@@ -367,7 +370,7 @@ def default_features(data) -> List[dict]:
             {"name": "item_id", "type": "sparse", "fields": ["item_id"]}]
 
 
-def _negatives(users: np.ndarray, num_items: int, count: int, known: np.ndarray, num_all: int,
+def _negatives(users: np.ndarray, num_items: int, count: int, known: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
     """``[len(users) * count]`` items the users never touched (``known``: sorted user*num_items+item keys),
     uniform, redrawn until clean (at most 20 rounds; the rest keep their draw)."""
@@ -443,16 +446,15 @@ def interaction_tables(data, cfg: Mapping[str, Any], seed: int = 0, sequence_fie
             label = (r >= float(threshold)).astype(np.float32)
         else:
             count = int(cfg.get("neg_per_pos", 1) if stage == "train" else cfg.get("eval_neg_per_pos", 1))
-            neg = _negatives(u, data.num_items, count, known, data.num_items, rng) if count else np.zeros(0, np.int64)
+            neg = _negatives(u, data.num_items, count, known, rng) if count else np.zeros(0, np.int64)
             label = np.concatenate([np.ones(u.size, np.float32), np.zeros(neg.size, np.float32)])
             u, t, r = (np.concatenate([a, np.repeat(a, count)]) for a in (u, t, r))
             i = np.concatenate([i, neg])
             order = np.argsort(t, kind="stable")  # rows in time order, a negative beside its positive
             u, i, t, r, label = u[order], i[order], t[order], r[order], label[order]
-        cols = {"user_id": pa.array(u.astype(np.int64)), "item_id": pa.array(i.astype(np.int64)),
-                "timestamp": pa.array(t.astype(np.float64)), "rating": pa.array(r.astype(np.float64)),
-                LABEL: pa.array(label.astype(np.float32))}
         ui, ii = pa.array(u.astype(np.int64)), pa.array(i.astype(np.int64))
+        cols = {"user_id": ui, "item_id": ii, "timestamp": pa.array(t.astype(np.float64)),
+                "rating": pa.array(r.astype(np.float64)), LABEL: pa.array(label.astype(np.float32))}
         for k, col in user_cols.items():
             cols.setdefault(k, col.take(ui))
         for k, col in item_cols.items():
