@@ -136,6 +136,7 @@ def build_model(cfg: Dict[str, Any], model_cls, dm: RecDataModule):
     kwargs.update(facts() if callable(facts) else {"num_users": dm.num_users, "num_items": dm.num_items})
     kwargs.update(lr=cfg["train"]["lr"],
                   weight_decay=cfg["train"]["weight_decay"], optimizer=cfg["train"]["optimizer"],
+                  **{k: cfg["train"][k] for k in ("scheduler", "warmup", "min_lr") if k in cfg["train"]},
                   topk=list(cfg["eval"]["topk"]), metrics=list(cfg["eval"]["metrics"]),
                   mask_history=cfg["eval"]["mask_history"], max_seq_len=cfg["data"]["max_seq_len"])
     from .registry import constructor_params
