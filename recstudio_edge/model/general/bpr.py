@@ -2,7 +2,7 @@
 from torch import nn
 
 from ...registry import register_model
-from ..fused import bpr_mf_loss, fused_allowed
+from ..fused import bpr_mf_loss, bpr_mf_loss_and_grads, fused_allowed
 from ..towers import ItemTower, TwoTower
 
 
@@ -29,12 +29,36 @@ class BPR(TwoTower):
     def query(self, batch):
         return self.user_emb(batch["user_id"])
 
-    def compute_loss(self, batch):
+    def _fused_inputs(self, batch):
+        """``(user, pos, neg)`` for the fused kernel, or None where the generic path trains."""
         if not (self.fused and "target_seq" not in batch and fused_allowed(self.item_emb.weight)):
-            return super().compute_loss(batch)
+            return None
         user, pos = batch["user_id"], batch["item_id"]
         if "neg_item_id" in batch:  # drawn in the data pipeline (data.dataset_sampling_count)
             neg = batch["neg_item_id"]
         else:
             neg = self.sampler(pos, self.negative_count, user=user)[1]
-        return bpr_mf_loss(self.user_emb.weight, self.item_emb.weight, user, pos, neg)
+        return user, pos, neg
+
+    def compute_loss(self, batch):
+        ids = self._fused_inputs(batch)
+        if ids is None:
+            return super().compute_loss(batch)
+        return bpr_mf_loss(self.user_emb.weight, self.item_emb.weight, *ids)
+
+    def train_grads(self, batch):
+        """The fast loop's direct steps (``model/fastloop.py``): the fused kernel's loss with the two
+        tables' gradients set, without an autograd graph (``bpr_mf_loss_and_grads``: the same
+        values as ``compute_loss(batch).backward()``); None on the generic path."""
+        if type(self).compute_loss is not BPR.compute_loss:
+            return None  # a subclass's own loss: through autograd
+        ids = self._fused_inputs(batch)
+        if ids is None:
+            return None
+        u, i = self.user_emb.weight, self.item_emb.weight
+        loss, g_user, g_item = bpr_mf_loss_and_grads(u, i, *ids)
+        if g_user is not None:
+            u.grad = g_user
+        if g_item is not None:
+            i.grad = g_item
+        return loss
