@@ -19,7 +19,9 @@ Dataset kinds (a model class declares one as ``data_kind``):
 - ``ctr``: labelled rows ``{user_id, item_id, seq, seq_len, label}``, the history being the
   user's items before the target; training negatives are drawn from items outside the user's
   training items, evaluation negatives from items the user never touched at all; with
-  ``group_num > 0`` also ``group_id``, the user's activity quantile (0 = least active).
+  ``group_num > 0`` also ``group_id``, the user's activity quantile (0 = least active). A
+  training batch is a block of positives then ``neg_per_pos`` blocks of their negatives, and
+  carries its ``P`` distinct histories once as ``seq_unique [P, L]`` (``seq`` is it repeated).
 Evaluation of retrieval kinds is per user: ``{user_id, seq, seq_len}`` plus the pairs to mask
 (``mask_rows``, ``mask_cols``) and the targets (``target_rows``, ``target_cols``).
 """
@@ -422,8 +424,10 @@ class KindBuilder:
             uu = u.repeat(k)
             negs = seen.sample_unseen(uu, generator=rng)
             label = torch.cat([torch.ones(g.numel()), torch.zeros(uu.numel())])
+            # seq_unique: the rows are k + 1 blocks over the same histories (layers.batch_histories)
             return self.with_group({"user_id": torch.cat([u, uu]), "item_id": torch.cat([items[g], negs]),
-                                     "seq": seq.repeat(k + 1, 1), "seq_len": n.repeat(k + 1), "label": label})
+                                     "seq": seq.repeat(k + 1, 1), "seq_len": n.repeat(k + 1), "label": label,
+                                     "seq_unique": seq})
 
         return BatchDataset(pos_idx.numel(), make, epoch_keyed=True)
 

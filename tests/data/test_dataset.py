@@ -59,6 +59,8 @@ def test_ctr_rows_history_before_target_and_unseen_negatives():
     batch = ds[torch.arange(len(ds))]
     n_pos = len(ds)
     assert batch["label"].tolist() == [1.0] * n_pos + [0.0] * (2 * n_pos)
+    # the rows are 3 blocks over the positives' histories, carried once (models read each once)
+    assert torch.equal(batch["seq"], batch["seq_unique"].repeat(3, 1)) and len(batch["seq_unique"]) == n_pos
     trained = UserItemIndex(d, d.split == 0)  # training negatives avoid the user's training items
     assert not trained.contains(batch["user_id"][n_pos:], batch["item_id"][n_pos:]).any()
     assert trained.contains(batch["user_id"][:n_pos], batch["item_id"][:n_pos]).all()

@@ -117,6 +117,83 @@ def test_target_attention_masks_padding_and_empty_history():
     torch.testing.assert_close(out[0], w @ v)
 
 
+def test_target_attention_encoder_on_a_table_equals_per_position():
+    """forward_table (seq_trans once per table row, gathered) gives the values and the gradients of
+    forward on the gathered history, an empty history included."""
+    torch.manual_seed(0)
+    enc = TargetAttentionEncoder(4).double()
+    table = torch.randn(7, 4, dtype=torch.double)
+    seq = torch.tensor([[0, 3, 5, 3], [0, 0, 0, 0], [1, 2, 6, 6]])
+    target = torch.randn(3, 4, dtype=torch.double)
+    out = {}
+    for how in ("rows", "table"):
+        enc.zero_grad()
+        tab, tgt = table.clone().requires_grad_(), target.clone().requires_grad_()
+        y = enc(tgt, tab[seq], seq) if how == "rows" else enc.forward_table(tgt, tab, seq, seq)
+        (y * torch.arange(12, dtype=torch.double).view(3, 4)).sum().backward()
+        out[how] = (y, tab.grad, tgt.grad, [p.grad.clone() for p in enc.parameters()])
+    assert torch.equal(out["table"][0][1], torch.zeros(4, dtype=torch.double))
+    for a, b in zip(out["rows"][:3], out["table"][:3]):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(out["rows"][3], out["table"][3]):
+        torch.testing.assert_close(a, b)
+    assert torch.count_nonzero(out["table"][1][4]) == 0  # an item no history holds: no gradient
+
+
+def test_din_table_and_per_position_history_agree():
+    """DIN's training-size batches take the table path (auto); it equals the per-position path the
+    exported model uses, in scores and in every parameter's gradient."""
+    from recstudio_edge.model.ctr.din import DIN
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    seq = torch.randint(0, 9, (6, 5), generator=g)
+    seq[2] = 0
+    batch = {"item_id": torch.randint(1, 9, (6,), generator=g), "seq": seq,
+             "label": torch.tensor([1.0, 0, 1, 0, 1, 0])}
+    out = {}
+    for mode in ("rows", "table", "auto"):
+        torch.manual_seed(0)
+        model = DIN(num_items=9, embed_dim=4, hidden=(8,), max_seq_len=5).double()
+        model.net.features.history_mode = mode
+        model.compute_loss(batch).backward()
+        out[mode] = (model.score(batch).detach(), {n: p.grad for n, p in model.named_parameters()})
+    for mode in ("table", "auto"):
+        torch.testing.assert_close(out[mode][0], out["rows"][0])
+        for name, grad in out["rows"][1].items():
+            torch.testing.assert_close(out[mode][1][name], grad, msg=name)
+    assert torch.count_nonzero(out["table"][1]["net.features.item_emb.weight"][0]) == 0
+
+
+@pytest.mark.parametrize("mode", ["rows", "table"])
+def test_din_reads_shared_histories_once_with_the_same_result(mode):
+    """A training batch's rows are R blocks over P histories (seq == seq_unique.repeat(R, 1)): DIN
+    reading each history once gives the scores and gradients of reading every row's copy; a
+    seq_unique that does not repeat to seq is an error."""
+    from recstudio_edge.model.ctr.din import DIN
+    from recstudio_edge.model.layers import batch_histories
+
+    g = torch.Generator().manual_seed(4)
+    base = torch.randint(0, 9, (4, 5), generator=g)
+    base[1] = 0
+    full = {"item_id": torch.randint(1, 9, (12,), generator=g), "seq": base.repeat(3, 1),
+            "label": (torch.rand(12, generator=g) < 0.5).float()}
+    shared = {**full, "seq_unique": base}
+    assert batch_histories(shared) is base and batch_histories(full) is full["seq"]
+    out = []
+    for batch in (full, shared):
+        torch.manual_seed(0)
+        model = DIN(num_items=9, embed_dim=4, hidden=(8,), max_seq_len=5).double()
+        model.net.features.history_mode = mode
+        model.compute_loss(batch).backward()
+        out.append((model.score(batch).detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(out[1][0], out[0][0])
+    for name, grad in out[0][1].items():
+        torch.testing.assert_close(out[1][1][name], grad, msg=name)
+    with pytest.raises(ValueError, match="seq_unique"):
+        batch_histories({**full, "seq_unique": base.flip(0)})
+
+
 def test_causal_mask_for_left_padding():
     m = causal_padding_mask(torch.tensor([[0, 5, 6]]))[0, 0]
     assert m.tolist() == [[True, False, False], [False, True, False], [False, True, True]]

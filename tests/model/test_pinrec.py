@@ -167,13 +167,15 @@ def test_each_row_uses_only_its_own_groups_plugin(trunk):
     assert changed.tolist() == [g == 1 for g in group]
 
 
+@pytest.mark.parametrize("trunk", TRUNKS)
 @pytest.mark.parametrize("plugins", [False, True])
-def test_table_and_per_position_embedding_sites_agree(plugins):
-    """The embedding site computed once per (group, item) and gathered equals the per-position
-    computation, in values and in gradients (padding row 0 gets none either way)."""
+def test_table_and_per_position_embedding_sites_agree(plugins, trunk):
+    """The embedding site (and the DIN trunk's seq_trans) computed once per
+    (group, item) and gathered equals the per-position computation, in values and in gradients
+    (padding row 0 gets none either way)."""
     out = {}
     for mode in ("rows", "table"):
-        model = tiny("DIN").double()
+        model = tiny(trunk).double().eval()
         model.set_plugins(plugins)
         perturb_plugins(model)
         model.net.features.embed_mode = mode
@@ -186,6 +188,34 @@ def test_table_and_per_position_embedding_sites_agree(plugins):
     for name, g in out["rows"][1].items():
         torch.testing.assert_close(out["table"][1][name], g, msg=name)
     assert torch.count_nonzero(out["table"][1]["net.features.item_emb.weight"][0]) == 0
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+@pytest.mark.parametrize("mode", ["rows", "table"])
+def test_shared_histories_give_the_per_row_result(trunk, mode):
+    """Rows in blocks over shared histories (a positive and its negatives, seq_unique): each history
+    read once, with its rows' group, equals every row's own copy in scores and gradients; rows that
+    share a history but not a group are an error."""
+    group = [0, 3, 1, 1]
+    base = batch_of(group)
+    full = {**base, "item_id": torch.randint(1, N_ITEMS, (8,), generator=torch.Generator().manual_seed(2)),
+            "seq": base["seq"].repeat(2, 1), "label": torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]),
+            "group_id": torch.tensor(group * 2)}
+    shared = {**full, "seq_unique": base["seq"]}
+    out = []
+    for batch in (full, shared):
+        model = tiny(trunk).double().eval()
+        model.set_plugins(True)
+        perturb_plugins(model)
+        model.net.features.embed_mode = mode
+        model.zero_grad()
+        model.compute_loss(batch).backward()
+        out.append((model.score(batch).detach(), grads(model)))
+    torch.testing.assert_close(out[1][0], out[0][0])
+    for name, g in out[0][1].items():
+        torch.testing.assert_close(out[1][1][name], g, msg=name)
+    with pytest.raises(ValueError, match="repeated"):
+        model.score({**shared, "group_id": torch.tensor(group + [2, 2, 2, 2])})
 
 
 def test_missing_group_id_is_a_clear_error():

@@ -22,12 +22,14 @@ from torch import nn
 from ...edge.modules import EdgeStages, Probability
 from ...edge.protocol import EdgeParts, Part, history, ids, probability
 from ...registry import register_model
-from ..layers import MLP, TargetAttentionEncoder, pair_features
+from ..layers import MLP, TargetAttentionEncoder, batch_histories, pair_features
 from ..towers import TowerFree
 
 
 class DINFeatures(nn.Module):
-    """``(item_id [B], seq [B, L]) -> [B, 2D]`` (``[B, 3D]`` with ``product``): the classifier's input."""
+    """``(item_id [B], seq [B, L]) -> [B, 2D]`` (``[B, 3D]`` with ``product``): the classifier's input.
+    ``seq`` may hold ``P`` histories shared by ``B = R * P`` rows (row ``b`` has history ``b % P``:
+    ``layers.batch_histories``)."""
 
     def __init__(self, num_items: int, dim: int, product: bool = True):
         super().__init__()
@@ -35,10 +37,25 @@ class DINFeatures(nn.Module):
         self.target_trans = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
         self.encoder = TargetAttentionEncoder(dim)
         self.product = bool(product)
+        self.history_mode = "auto"  # "table" | "rows" | "auto": see forward
 
     def forward(self, item_id: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """The history's ``seq_trans`` acts on each item alone: when the batch
+        has more history positions than the table has items (training and evaluation batches), they
+        run once per item of the table and are gathered per position (``history_mode="table"``,
+        ``TargetAttentionEncoder.forward_table``, same values and gradients); otherwise, and in the
+        exported device model (``"rows"``), once per position."""
         t = self.target_trans(self.item_emb(item_id))
-        return pair_features(t, self.encoder(t, self.item_emb(seq), seq), self.product)
+        weight = self.item_emb.weight
+        mode = self.history_mode
+        if mode == "auto":
+            mode = "table" if weight.size(0) < seq.numel() else "rows"
+        if mode == "table":  # row 0 is padding: zero, and no gradient, as nn.Embedding keeps it
+            table = torch.cat([weight.new_zeros(1, weight.size(1)), weight[1:]])
+            a = self.encoder.forward_table(t, table, seq, seq)
+        else:
+            a = self.encoder(t, self.item_emb(seq), seq)
+        return pair_features(t, a, self.product)
 
 
 class DINNet(nn.Module):
@@ -66,11 +83,12 @@ class DIN(TowerFree):
         self.net = DINNet(self.num_items, embed_dim, hidden, activation, dropout, product)
 
     def score(self, batch):
-        return self.net(batch["item_id"], batch["seq"])
+        return self.net(batch["item_id"], batch_histories(batch))  # a training batch: each history once
 
     def edge_parts(self) -> EdgeParts:
         """One device model, ``"edge"``: the whole network with a probability output (a snapshot)."""
         net = copy.deepcopy(self.net).cpu()
+        net.features.history_mode = "rows"  # a device scores a few rows: per position, no table pass
         module = EdgeStages(features=net.features, classifier=net.classifier, output=Probability()).eval()
         part = Part(module, inputs=(ids("item_id", self.num_items), history("seq", self.num_items)),
                     outputs=(probability(),), axis_limits={"seq": self.max_seq_len})

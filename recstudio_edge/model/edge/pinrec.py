@@ -61,7 +61,7 @@ from ...edge.modules import EdgeStages, Probability
 from ...edge.protocol import EdgeParts, Part, TensorSpec, history, ids, probability
 from ...names import did_you_mean
 from ...registry import register_model
-from ..layers import MLP, GRUStack, TargetAttentionEncoder, TransformerStack, pair_features
+from ..layers import MLP, GRUStack, TargetAttentionEncoder, TransformerStack, batch_histories, check_repeats, pair_features
 from ..towers import TowerFree
 
 TRUNKS = ("DIN", "SASRec", "GRU4Rec")
@@ -160,6 +160,11 @@ class GroupAdapters(nn.Module):
     def forward(self, x: torch.Tensor, group: Optional[torch.Tensor]) -> torch.Tensor:
         if group is None:
             return torch.tanh(x)
+        if x.dim() == 2 and x.size(0) >= 4 * self.group_num:
+            # rows [B, D]: every group's adapter on every row as G dense products, then each row
+            # takes its own group's (the same values; G x the arithmetic, but one gather of B rows
+            # instead of B weight matrices gathered and B tiny matrix products, forward and back)
+            return self.all_groups(x)[group, torch.arange(x.size(0), device=x.device)]
         x3 = x.unsqueeze(1) if x.dim() == 2 else x  # [B, L, D]
         h = torch.tanh(torch.bmm(x3, self.down_w[group]) + self.down_b[group].unsqueeze(1))
         y = torch.tanh(x3 + torch.bmm(h, self.up_w[group]) + self.up_b[group].unsqueeze(1))
@@ -228,7 +233,7 @@ class PINRecFeatures(nn.Module):
     ``plugins`` maps each site (``SITES``) to a module ``site(x, group)``: ``GroupAdapters`` routes
     every row to its group's copy; a snapshot for one group (``for_group``) holds that group's
     ``Adapter`` or a ``BareSite`` and serves every row alike. ``embed_mode`` is how the embedding
-    site is computed (``_embed``): ``"auto"``, ``"table"`` or ``"rows"``.
+    site (and the DIN trunk's history maps) are computed (``_mode``): ``"auto"``, ``"table"`` or ``"rows"``.
     """
 
     def __init__(self, item_emb: nn.Embedding, target_trans: nn.Module, encoder: nn.Module,
@@ -241,47 +246,67 @@ class PINRecFeatures(nn.Module):
         self.embed_mode = "auto"
 
     def forward(self, item_id: torch.Tensor, seq: torch.Tensor, group: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``seq`` may hold ``P`` histories shared by ``B = R * P`` rows (row ``b`` has history
+        ``b % P``, ``layers.batch_histories``; its group is then row ``b % P``'s too: checked)."""
         if not self.routed:
             group = None
-        embed = self._embed(group, seq.numel() + item_id.numel())
-        t = self.target_trans(embed(item_id))
-        a = self.plugins["aggregated"](self.summarise(t, embed(seq), seq), group)
+        P = seq.size(0)
+        hist_group = group
+        if group is not None and P != group.size(0):
+            check_repeats(group, group[:P])
+            hist_group = group[:P]
+        if self._mode(group, seq.numel() + item_id.numel()) == "rows":
+            site = self.plugins["embedding"]
+            t = self.target_trans(site(self.item_emb(item_id), group))
+            a = self.summarise(t, site(self.item_emb(seq), hist_group), seq)
+        else:
+            table, offset = self._site_table(group)
+            hist_ids = seq if offset is None else seq + offset[:P].unsqueeze(1)
+            t = self.target_trans(F.embedding(item_id if offset is None else item_id + offset, table))
+            if isinstance(self.encoder, TargetAttentionEncoder):  # seq_trans once per table row
+                a = self.encoder.forward_table(t, table, hist_ids, seq)
+            else:
+                a = self.summarise(t, F.embedding(hist_ids, table), seq)
+        a = self.plugins["aggregated"](a, group)
         return pair_features(t, a, self.product)
 
     def summarise(self, target: torch.Tensor, seq_emb: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        """The history (embeddings ``seq_emb [B, L, D]`` of ``seq``) as one vector ``[B, D]``: the
-        attended history (DIN), or the encoder's output at the latest position (SASRec, GRU4Rec;
-        zeros for an empty history)."""
+        """The history (embeddings ``seq_emb [P, L, D]`` of ``seq``) as one vector per target row
+        ``[B, D]``: the attended history (DIN), or the encoder's output at the latest position
+        (SASRec, GRU4Rec; zeros for an empty history), computed once per history and repeated to the
+        ``B = R * P`` rows when histories are shared."""
         enc = self.encoder
         if isinstance(enc, TargetAttentionEncoder):
             return enc(target, seq_emb, seq)
         if isinstance(enc, TransformerStack):
-            return enc(seq_emb, seq)[:, -1] * (seq != 0)[:, -1:]
-        n = (seq != 0).sum(1)
-        out = enc(seq_emb, n, last_only=True)[:, -1]
-        return out * (n > 0).unsqueeze(-1).to(out.dtype)
+            out = enc(seq_emb, seq, last_only=True)[:, -1] * (seq != 0)[:, -1:]
+        else:
+            n = (seq != 0).sum(1)
+            out = enc(seq_emb, n, last_only=True)[:, -1]
+            out = out * (n > 0).unsqueeze(-1).to(out.dtype)
+        return out if out.size(0) == target.size(0) else out.repeat(target.size(0) // out.size(0), 1)
 
-    def _embed(self, group: Optional[torch.Tensor], positions: int):
-        """``ids -> site(item_emb(ids))`` for this batch. The embedding site is a function of the
-        item (and the row's group), so when the batch has more positions than there are
-        (group, item) pairs it is computed once per pair on the embedding table and gathered
-        (``embed_mode="table"``); otherwise per position (``"rows"``). Same values either way;
-        the padding row 0 stays zero and gets no gradient, as in ``nn.Embedding``."""
+    def _mode(self, group: Optional[torch.Tensor], positions: int) -> str:
+        """How this batch computes the embedding site (and DIN's history maps): ``embed_mode``, or
+        for ``"auto"`` ``"table"`` when the batch has more positions than there are (group, item)
+        pairs, else ``"rows"``."""
+        if self.embed_mode != "auto":
+            return self.embed_mode
+        copies = 1 if group is None else self.plugins["embedding"].group_num
+        return "table" if copies * self.item_emb.weight.size(0) < positions else "rows"
+
+    def _site_table(self, group: Optional[torch.Tensor]):
+        """The embedding site on every item of the table, once per (group, item) pair: ``(table,
+        offset)``, ``table [N, D]`` (no group) or ``[G * N, D]`` and ``offset [B]`` (row ``b`` reads
+        rows ``group[b] * N + id``; None without groups). The site is a function of the item and the
+        row's group, so gathering from this table gives the same values as the site per position;
+        the padding row 0 enters as zeros and gets no gradient, as in ``nn.Embedding``."""
         weight = self.item_emb.weight
         site = self.plugins["embedding"]
-        copies = 1 if group is None else site.group_num
-        mode = self.embed_mode
-        if mode == "auto":
-            mode = "table" if copies * weight.size(0) < positions else "rows"
-        if mode == "rows":
-            return lambda ids: site(self.item_emb(ids), group)
         table = torch.cat([weight.new_zeros(1, weight.size(1)), weight[1:]])  # row 0: padding, no gradient
         if group is None:
-            table = site(table, None)
-            return lambda ids: F.embedding(ids, table)
-        flat = site.all_groups(table).reshape(-1, weight.size(1))  # [G * N, D]
-        offset = group * weight.size(0)
-        return lambda ids: F.embedding(ids + offset.view(-1, *([1] * (ids.dim() - 1))), flat)
+            return site(table, None), None
+        return site.all_groups(table).reshape(-1, weight.size(1)), group * weight.size(0)
 
     def for_group(self, group: Optional[int]) -> "PINRecFeatures":
         """A snapshot (copies) for the rows of one group: its plugins' weights (``None``: the bare
@@ -375,7 +400,7 @@ class PINRec(TowerFree):
             if group is None:
                 raise ValueError("PINRec with plugins on needs batch['group_id'] (set data.group_num, or read "
                                  "sample files that carry group_id)")
-        return self.logits(batch["item_id"], batch["seq"], group)
+        return self.logits(batch["item_id"], batch_histories(batch), group)  # a training batch: each history once
 
     # on-device part -----------------------------------------------------------------------------
     def edge_parts(self) -> EdgeParts:

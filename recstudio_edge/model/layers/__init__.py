@@ -1,10 +1,11 @@
 """Plain ``nn.Module`` building blocks shared by models (no training logic here)."""
 from .attention import TargetAttention, causal_padding_mask, padding_mask
 from .dropout import FastDropout, fast_dropout
-from .encoders import GRUStack, TargetAttentionEncoder, TransformerStack, pair_features
+from .encoders import (GRUStack, TargetAttentionEncoder, TransformerStack, batch_histories, check_repeats,
+                       pair_features)
 from .mlp import MLP
 from .sequence import GRUEncoder, TransformerBlock, right_aligned_positions, run_blocks
 
 __all__ = ["FastDropout", "fast_dropout", "MLP", "TargetAttention", "causal_padding_mask", "padding_mask", "GRUEncoder", "TransformerBlock",
            "right_aligned_positions", "run_blocks", "TargetAttentionEncoder", "TransformerStack", "GRUStack",
-           "pair_features"]
+           "pair_features", "batch_histories", "check_repeats"]
