@@ -2,8 +2,8 @@
 """Where a DIN / PINRec training step goes (real ml-1m, leave-one-out, batch 1024 positives + 1024
 negatives, history 50, embed 32: the default configs), and the training rows/s.
 
-usage: python bench/din_breakdown.py [--models DIN,PINRec] [--threads 1] [--steps 60]
-                                     [--data-dir <BENCH_DATA>/ours] [--json OUT]
+usage: python bench/din_breakdown.py [--models DIN,PINRec] [--trunk DIN] [--threads 1] [--steps 60]
+                                     [--precision 32-true] [--data-dir <BENCH_DATA>/ours] [--json OUT]
 
 For each model, on the same ``--steps`` training batches of the real data module:
 
@@ -19,7 +19,8 @@ and the forward + backward of each part of the network on the same batch's tenso
 embedding lookups (target and history), ``target_trans``, ``seq_trans`` on every history
 position, the attention (query / key / value maps, softmax, weighted sum), the classifier, the
 loss. PINRec is measured in its second stage (plugins on, ``group_id`` routed) and its first
-(the trunk alone); the parts are the DIN network's. Only timing: nothing is changed. The script
+(the trunk alone); the parts are the DIN network's (``--trunk SASRec`` or ``GRU4Rec``: PINRec
+with that trunk, whole-step figures only). Only timing: nothing is changed. The script
 runs on an older tree too (``git worktree add /tmp/before <rev>``, then
 ``python /tmp/before/bench/din_breakdown.py``), so before and after come from one sitting.
 """
@@ -42,6 +43,7 @@ from common import OURS_DATA, ensure_ours_data, machine, machine_line  # noqa: E
 
 
 PRECISION = ["32-true"]
+TRUNK = ["DIN"]
 
 
 def autocast():
@@ -63,6 +65,8 @@ def build(name: str, data_dir: str, threads: int):
     over = {"data_dir": data_dir, "trainer.enable_progress_bar": "false", "output_dir": tempfile.mkdtemp()}
     if name == "PINRec":
         over["plugin_stage.enabled"] = "false"
+        if TRUNK[0] != "DIN":
+            over["model.arch_config"] = json.dumps({"trunk": TRUNK[0]})
     over["trainer.precision"] = PRECISION[0]
     cfg = build_config(cls.registry_name, "ml-1m", None, over, cls)
     dm = runner.build_datamodule(cfg, cls)
@@ -160,7 +164,8 @@ def measure(name: str, a, stage2: bool):
     rows = statistics.mean(b["label"].numel() for b in batches)
     b0 = batches[0]
     opt = model.configure_optimizers()
-    res = {"model": name + (" (plugins on)" if stage2 else ""), "rows_per_batch": rows,
+    trunk = f" ({TRUNK[0]} trunk)" if name == "PINRec" else ""
+    res = {"model": name + trunk + (" (plugins on)" if stage2 else ""), "rows_per_batch": rows,
            "batches_per_epoch": len(dm.train_dataloader()), "loader_s": load_s}
 
     def fwd():
@@ -177,8 +182,9 @@ def measure(name: str, a, stage2: bool):
     res["forward_backward_s"] = timed(fb, a.repeat)
     fb()
     res["optimizer_s"] = timed(opt.step, a.repeat)
-    with autocast():
-        res["parts_s"] = part_times(model, b0, a.repeat)
+    if TRUNK[0] == "DIN" or name == "DIN":  # the parts are DIN's network
+        with autocast():
+            res["parts_s"] = part_times(model, b0, a.repeat)
     plain_loop(model, batches[:3], opt)
     loop_s = plain_loop(model, batches, opt) / a.steps
     res["plain_step_s"] = loop_s + load_s
@@ -214,8 +220,8 @@ def show(res):
     print(f"{'forward (compute_loss)':46s} {ms(res['forward_s'])}")
     print(f"{'forward + backward':46s} {ms(res['forward_backward_s'])}")
     print(f"{'optimizer step (fused Adam)':46s} {ms(res['optimizer_s'])}")
-    print("parts, forward + backward each:")
-    for k, v in res["parts_s"].items():
+    print("parts, forward + backward each:" if "parts_s" in res else "")
+    for k, v in res.get("parts_s", {}).items():
         print(f"  {k:44s} {ms(v)}")
     print(f"{'plain loop, one step incl. loader':46s} {ms(res['plain_step_s'])}   {res['plain_rows_per_s']:,.0f} rows/s")
     print(f"{'lightning (the CLI Trainer), one step':46s} {ms(res['lightning_step_s'])}   "
@@ -229,11 +235,13 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=60, help="training batches timed (plain loop and Lightning)")
     ap.add_argument("--repeat", type=int, default=10, help="repeats of each single-batch timing (median)")
     ap.add_argument("--data-dir", default=str(OURS_DATA))
+    ap.add_argument("--trunk", default="DIN", help="PINRec's trunk: DIN | SASRec | GRU4Rec (model.arch_config)")
     ap.add_argument("--precision", default="32-true", help="trainer.precision (bf16-mixed: the plain-loop and "
                     "single-batch timings run under torch.autocast(bfloat16) too)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     a = ap.parse_args(argv)
     PRECISION[0] = a.precision
+    TRUNK[0] = a.trunk
     if a.data_dir == str(OURS_DATA):
         ensure_ours_data()  # <OURS_DATA>/ml-1m/ml-1m.inter -> the real atomic file
     print(machine_line(machine()))

@@ -209,6 +209,15 @@ def test_gru_encoder_ignores_left_padding():
     torch.testing.assert_close(out_pad[:, 2:], out)
 
 
+def test_gru_encoder_last_only_is_the_last_position():
+    """last_only reads the latest position where it lies after the roll: the full output's last
+    position, an empty history included (its value is the all-padding run's, as before)."""
+    torch.manual_seed(0)
+    enc = GRUEncoder(3, 5)
+    x, n = torch.randn(4, 6, 3), torch.tensor([6, 3, 1, 0])
+    torch.testing.assert_close(enc(x, n, last_only=True), enc(x, n)[:, -1:])
+
+
 def test_fast_dropout_rate_and_scaling():
     torch.manual_seed(0)
     x = torch.ones(1000, 1000)

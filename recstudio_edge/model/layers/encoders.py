@@ -113,8 +113,8 @@ class GRUStack(nn.Module):
         self.proj = nn.Linear(hidden, out_dim or dim)
 
     def forward(self, x: torch.Tensor, seq_len: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        out = self.encoder(self.drop(x), seq_len)
-        return self.proj(out[:, -1]).unsqueeze(1) if last_only else self.proj(out)
+        out = self.encoder(self.drop(x), seq_len, last_only)
+        return self.proj(out)
 
 
 def pair_features(target: torch.Tensor, summary: torch.Tensor, product: bool) -> torch.Tensor:

@@ -84,11 +84,15 @@ class GRUEncoder(nn.Module):
         super().__init__()
         self.gru = nn.GRU(in_dim, hidden, num_layers=num_layers, batch_first=True)
 
-    def forward(self, x: torch.Tensor, seq_len: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seq_len: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``x [B, L, D]`` -> ``[B, L, H]``; with ``last_only`` the latest position only, ``[B, 1, H]``
+        (read where it lies after the roll, without rolling the whole output back)."""
         B, L, _ = x.shape
         shift = (L - seq_len).unsqueeze(1)
         ar = torch.arange(L, device=x.device).unsqueeze(0)
         to_right = ((ar + shift) % L).unsqueeze(-1)
         out, _ = self.gru(torch.gather(x, 1, to_right.expand(-1, -1, x.size(-1))))
+        if last_only:  # left position L - 1 sits at (seq_len - 1) mod L after the roll
+            return out[torch.arange(B, device=x.device), (seq_len - 1) % L].unsqueeze(1)
         back = ((ar - shift) % L).unsqueeze(-1)
         return torch.gather(out, 1, back.expand(-1, -1, out.size(-1)))
