@@ -194,6 +194,25 @@ def test_din_reads_shared_histories_once_with_the_same_result(mode):
         batch_histories({**full, "seq_unique": base.flip(0)})
 
 
+def test_training_tanh_is_torch_tanh():
+    """layers.tanh (2 sigmoid(2x) - 1 while training float32) equals torch.tanh to ~1e-7, with the
+    same gradient; without a gradient, and in bfloat16, it is torch.tanh itself."""
+    from recstudio_edge.model.layers import Tanh, tanh
+
+    x = torch.cat([torch.linspace(-30, 30, 20001), torch.tensor([0.0, 1e-8, -1e-6, float("inf"), -float("inf")])])
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = tanh(a), torch.tanh(b)
+    assert (ya - yb).abs().max().item() < 2e-7 and ya.grad_fn is not yb.grad_fn
+    g = torch.randn_like(x)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(Tanh()(x), torch.tanh(x))
+    xb = x.bfloat16().requires_grad_()
+    assert torch.equal(tanh(xb), torch.tanh(xb))
+
+
 def test_causal_mask_for_left_padding():
     m = causal_padding_mask(torch.tensor([[0, 5, 6]]))[0, 0]
     assert m.tolist() == [[True, False, False], [False, True, False], [False, True, True]]

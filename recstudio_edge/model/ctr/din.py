@@ -22,7 +22,7 @@ from torch import nn
 from ...edge.modules import EdgeStages, Probability
 from ...edge.protocol import EdgeParts, Part, history, ids, probability
 from ...registry import register_model
-from ..layers import MLP, TargetAttentionEncoder, batch_histories, pair_features
+from ..layers import MLP, Tanh, TargetAttentionEncoder, batch_histories, pair_features
 from ..towers import TowerFree
 
 
@@ -34,7 +34,7 @@ class DINFeatures(nn.Module):
     def __init__(self, num_items: int, dim: int, product: bool = True):
         super().__init__()
         self.item_emb = nn.Embedding(num_items, dim, padding_idx=0)
-        self.target_trans = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
+        self.target_trans = nn.Sequential(nn.Linear(dim, dim), Tanh())
         self.encoder = TargetAttentionEncoder(dim)
         self.product = bool(product)
         self.history_mode = "auto"  # "table" | "rows" | "auto": see forward

@@ -61,7 +61,8 @@ from ...edge.modules import EdgeStages, Probability
 from ...edge.protocol import EdgeParts, Part, TensorSpec, history, ids, probability
 from ...names import did_you_mean
 from ...registry import register_model
-from ..layers import MLP, GRUStack, TargetAttentionEncoder, TransformerStack, batch_histories, check_repeats, pair_features
+from ..layers import (MLP, GRUStack, Tanh, TargetAttentionEncoder, TransformerStack, batch_histories, check_repeats,
+                      pair_features, tanh)
 from ..towers import TowerFree
 
 TRUNKS = ("DIN", "SASRec", "GRU4Rec")
@@ -159,21 +160,24 @@ class GroupAdapters(nn.Module):
 
     def forward(self, x: torch.Tensor, group: Optional[torch.Tensor]) -> torch.Tensor:
         if group is None:
-            return torch.tanh(x)
+            return tanh(x)
         if x.dim() == 2 and x.size(0) >= 4 * self.group_num:
             # rows [B, D]: every group's adapter on every row as G dense products, then each row
             # takes its own group's (the same values; G x the arithmetic, but one gather of B rows
             # instead of B weight matrices gathered and B tiny matrix products, forward and back)
             return self.all_groups(x)[group, torch.arange(x.size(0), device=x.device)]
         x3 = x.unsqueeze(1) if x.dim() == 2 else x  # [B, L, D]
-        h = torch.tanh(torch.bmm(x3, self.down_w[group]) + self.down_b[group].unsqueeze(1))
-        y = torch.tanh(x3 + torch.bmm(h, self.up_w[group]) + self.up_b[group].unsqueeze(1))
+        h = tanh(torch.bmm(x3, self.down_w[group]) + self.down_b[group].unsqueeze(1))
+        y = tanh(x3 + torch.bmm(h, self.up_w[group]) + self.up_b[group].unsqueeze(1))
         return y.squeeze(1) if x.dim() == 2 else y
 
     def all_groups(self, x: torch.Tensor) -> torch.Tensor:
         """Every group's adapter on the same rows: ``x [N, D]`` -> ``[G, N, D]``."""
-        h = torch.tanh(torch.einsum("nd,gdr->gnr", x, self.down_w) + self.down_b.unsqueeze(1))
-        return torch.tanh(x.unsqueeze(0) + torch.einsum("gnr,grd->gnd", h, self.up_w) + self.up_b.unsqueeze(1))
+        n, (G, D, r) = x.size(0), self.down_w.shape
+        # every group's down map in one product [N, D] x [D, G * r], the biases fused into the products
+        h = tanh(torch.addmm(self.down_b.reshape(-1), x, self.down_w.permute(1, 0, 2).reshape(D, G * r)))
+        h = h.view(n, G, r).transpose(0, 1)  # [G, N, r]
+        return tanh(torch.baddbmm(x.unsqueeze(0) + self.up_b.unsqueeze(1), h, self.up_w))
 
     def single(self, group: int) -> "Adapter":
         """A copy of group ``group``'s adapter as a plain module (for export)."""
@@ -328,7 +332,7 @@ class PINRecNet(nn.Module):
         # parts made in this order (embedding, target_trans, encoder, classifier, plugins): a seed
         # gives the same initial weights as before the network was split into parts
         item_emb = nn.Embedding(num_items, dim, padding_idx=0)
-        target_trans = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
+        target_trans = nn.Sequential(nn.Linear(dim, dim), Tanh())
         encoder = make_encoder(arch, dim, max_seq_len)
         product = bool(arch["product"])
         classifier = MLP((3 if product else 2) * dim, [*arch["hidden"], 1], activation=arch["activation"],

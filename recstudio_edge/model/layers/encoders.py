@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import Tanh
 from .attention import TargetAttention, causal_padding_mask, padding_mask
 from .dropout import FastDropout
 from .sequence import GRUEncoder, TransformerBlock, right_aligned_positions, run_blocks
@@ -37,7 +38,7 @@ class TargetAttentionEncoder(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.seq_trans = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
+        self.seq_trans = nn.Sequential(nn.Linear(dim, dim), Tanh())
         self.attention = TargetAttention(dim)
 
     def forward(self, target: torch.Tensor, history: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:

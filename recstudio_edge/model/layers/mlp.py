@@ -5,7 +5,9 @@ from typing import Sequence
 
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+from .activations import Tanh
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
                "prelu": nn.PReLU, "leakyrelu": nn.LeakyReLU, "identity": nn.Identity}
 
 
