@@ -285,6 +285,9 @@ def check_values(cfg: Dict[str, Any], model_cls=None) -> None:
     if not isinstance(topk, list) or not topk or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
                                                      for k in topk):
         raise ConfigError(f"eval.topk: expected a list of whole numbers >= 1 (e.g. [10, 20]), got {topk!r}")
+    threads = cfg.get("threads", "auto")
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads: expected auto or a whole number >= 1, got {threads!r}")
     sha = get_dotted(cfg, "data.sha256")
     if sha is not None and not isinstance(sha, str):
         raise ConfigError(f"data.sha256: expected the hex digest as text (quote it in YAML: sha256: \"...\"), "

@@ -146,6 +146,25 @@ def build_model(cfg: Dict[str, Any], model_cls, dm: RecDataModule):
     return model_cls(**kwargs)
 
 
+def apply_threads(threads) -> int:
+    """``threads``: torch's intra-op threads for this run. ``auto`` keeps torch's default (one per
+    core, or ``OMP_NUM_THREADS``): the fastest on a quiet machine (docs/speed.md). Returns the count;
+    in use, with a hint when the machine is already busy: OpenMP threads spin while they wait, and
+    on cores other processes hold every small parallel region waits for a descheduled thread."""
+    if threads != "auto":
+        torch.set_num_threads(int(threads))
+    n = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on every platform
+        load = 0.0
+    if n > 1 and threads == "auto" and load > cores - 0.5:
+        say(f"torch threads: {n}, and the machine is busy (load {load:.1f} on {cores} cores): on shared "
+            f"cores spinning threads can run many times slower; --threads=1 avoids it")
+    return n
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively: the ``avx512_bf16`` or ``amx_bf16`` flag of
     ``/proc/cpuinfo`` (Linux); elsewhere torch's CPU capability ``AVX512*``."""
@@ -280,6 +299,7 @@ def _prepare(cfg: Dict[str, Any], model_cls, task: str) -> Run:
     if resume is not None and not os.environ.get(RUN_DIR_ENV):
         os.environ[RUN_DIR_ENV] = str(resume.parent.resolve())  # continue in the same folder
     pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    apply_threads(cfg.get("threads", "auto"))
     # the validation metric steers training only (test and infer may use other cutoffs)
     val_metric = resolve_val_metric(cfg, model_cls) if task == "train" else model_cls.default_val_metric
     if cfg["mode"] == "detail":

@@ -177,3 +177,21 @@ def test_bf16_auto_precision_follows_the_device(monkeypatch):
     assert runner.resolve_precision("bf16-auto", "gpu") == "32-true"
     monkeypatch.setattr(runner.torch.cuda, "is_bf16_supported", lambda: True)
     assert runner.resolve_precision("bf16-auto", "auto") == "bf16-mixed"
+
+
+def test_threads_auto_or_a_count_sets_torch_threads():
+    import torch
+
+    from recstudio_edge.runner import apply_threads
+
+    assert cfg_for()["threads"] == "auto"
+    assert cfg_for(threads="1")["threads"] == 1
+    for bad in ("0", "two", "1.5"):
+        with pytest.raises(ConfigError, match="threads: expected auto or a whole number >= 1"):
+            cfg_for(threads=bad)
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1) == 1 == torch.get_num_threads()
+        assert apply_threads("auto") == 1  # auto keeps what torch has
+    finally:
+        torch.set_num_threads(before)
