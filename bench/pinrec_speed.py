@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PINRec and DIN training speed on real ml-1m, this tree against an older one, in one sitting.
 
-usage: python bench/pinrec_speed.py [--before DIR] [--threads 1] [--trunks DIN,SASRec,GRU4Rec]
+usage: python bench/pinrec_speed.py [--before DIR] [--threads 1] [--trunks DIN,SASRec,GRU4Rec] [--before-trunks DIN]
                                     [--full both|after|none] [--recbole] [--data-dir DIR]
 
 ``--before DIR`` is a checkout of the older code (``git worktree add /tmp/before <rev>``); every
@@ -78,6 +78,9 @@ def main(argv=None):
     ap.add_argument("--before", default=None, help="checkout of the older code (a git worktree)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trunks", default="DIN,SASRec,GRU4Rec")
+    ap.add_argument("--before-trunks", default=None,
+                    help="the trunks the older tree runs (default: --trunks; its SASRec epoch was 13 min here: "
+                         "bench/din_breakdown.py --trunk times its steps instead)")
     ap.add_argument("--full", default="after", choices=["both", "after", "none"],
                     help="which trees run the whole default 12-epoch command")
     ap.add_argument("--recbole", action="store_true", help="also RecBole's DIN rows/s (30 batches)")
@@ -97,9 +100,10 @@ def main(argv=None):
 
     for name, tree in trees.items():  # DIN first (the cheapest), then the trunks, then the whole run
         r = run_cli(tree, f"{name}_DIN", a, res_dir, "DIN", ["--epochs=2"], a.timeout)
-        out["runs"][f"{name}/DIN"] = r
+        out["runs"][f"{name}/DIN model"] = r
         print(f"{name:6s} DIN 2 epochs: {r.get('epochs_s')} s/epoch, wall {r['proc']['wall_s']} s", flush=True)
-        for trunk in a.trunks.split(","):
+        trunks = a.trunks if name == "after" or not a.before_trunks else a.before_trunks
+        for trunk in trunks.split(","):
             arch = json.dumps({"trunk": trunk})
             r = run_cli(tree, f"{name}_{trunk}", a, res_dir, "PINRec",
                         ["--epochs=2", "--plugin_stage.stage_switch_epoch=1", f"--model.arch_config={arch}"],
@@ -142,7 +146,8 @@ def main(argv=None):
         e = out["runs"].get(key, {}).get("epochs_s") or []
         return e[i] if len(e) > i else None
 
-    add("DIN s/epoch (epoch 0)", [stage(f"{n}/DIN", 0) for n in trees])
+    add("DIN s/epoch (epochs 0, 1: mean)", [(stage(f"{n}/DIN model", 0) + stage(f"{n}/DIN model", 1)) / 2
+                                            if stage(f"{n}/DIN model", 1) else None for n in trees])
     for trunk in a.trunks.split(","):
         add(f"PINRec {trunk} trunk, s/epoch stage 1", [stage(f"{n}/{trunk}", 0) for n in trees])
         add(f"PINRec {trunk} trunk, s/epoch stage 2", [stage(f"{n}/{trunk}", 1) for n in trees])

@@ -21,11 +21,15 @@ Sites. Without plugins a site is ``Tanh(x)``; with the plugin of group ``g`` it 
 ``Tanh(x + Up_g(Tanh(Down_g(x))))`` (Down D -> D*plugin_ratio, Up back to D; xavier gain 1e-3,
 zero bias). The trunk owns the outer Tanh, so inserting freshly initialised plugins changes
 the trunk's output by about 1e-3 only: "with the plugin inserted the model starts equal to the
-trunk". Routing is batched, no loop over rows: every sample gathers its group's weight
-matrices (``W[group_id] -> [B, D, r]``) and one ``torch.bmm`` applies them. The embedding site
-is a function of (group, item) only, so when a batch holds more positions than there are such
-pairs (ml-1m: 2048 x 51 positions, 5 x 3.7k pairs) it is computed once per pair on the
-embedding table and gathered: same values, a third less time per training step.
+trunk". Routing is batched, no loop over rows: rows of a batch go through every group's
+adapter as G dense products and each row takes its own group's output (a history's positions:
+each sample gathers its group's weight matrices, ``W[group_id] -> [B, D, r]``, and one
+``torch.bmm`` applies them). The embedding site is a function of (group, item) only, so when a
+batch holds more positions than there are such pairs (ml-1m: 1024 histories x 50 positions,
+5 x 3.7k pairs) it is computed once per pair on the embedding table and gathered, and so is the
+DIN trunk's ``seq_trans``; a training batch's positives and negatives share their histories
+(``seq_unique``), which are read once. Same values and gradients as per position (tests);
+docs/speed.md says what each step saves.
 
 Plugins are off until switched on (``set_plugins(True)``, done by the ``PluginStage`` callback
 at ``stage_switch_epoch``); the switch is a buffer (``plugins_on``), so a checkpoint taken
