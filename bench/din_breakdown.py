@@ -12,6 +12,8 @@ For each model, on the same ``--steps`` training batches of the real data module
   forward+backward  ``compute_loss`` and ``backward``
   optimizer         Adam's step on the gradients (fused, as the runner builds it)
   step, plain loop  loader + forward + backward + step in a plain Python loop: rows/s
+  samples           the training samples (once per run), the validation rows with their fixed
+                    negatives (once per run), one validation pass (every epoch)
   lightning         the command line's Trainer (``runner.build_trainer``, validation off) over the
                     same number of batches: rows/s, and Lightning's cost = its time - the plain loop's
 
@@ -198,6 +200,22 @@ def measure(name: str, a, stage2: bool):
         def on_train_epoch_end(self, tr, m):
             self.s = time.perf_counter() - self.t
 
+    # the data side of an epoch: training samples (once per run), evaluation rows and their fixed
+    # negatives (once per stage), and one validation pass of the model (every epoch)
+    builder = dm.builder
+    t = time.perf_counter()
+    builder.train(dm.kind)
+    res["train_samples_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    valid = builder.eval(dm.kind, "valid")
+    res["valid_samples_s"] = time.perf_counter() - t
+    res["valid_rows"] = len(valid)
+    vt, _ = runner.build_trainer(cfg, Path(cfg["output_dir"]), "auc", "max", epochs=1, with_checkpoints=False)
+    dm.val_dataloader()  # built (and cached) outside the timed pass
+    t = time.perf_counter()
+    vt.validate(model, datamodule=dm, verbose=False)
+    res["validation_pass_s"] = time.perf_counter() - t
+
     tr, _ = runner.build_trainer(cfg, Path(cfg["output_dir"]), "auc", "max", epochs=1, with_checkpoints=False)
     tr.limit_val_batches = 0
     tr.limit_train_batches = a.steps + 3
@@ -224,6 +242,10 @@ def show(res):
     for k, v in res.get("parts_s", {}).items():
         print(f"  {k:44s} {ms(v)}")
     print(f"{'plain loop, one step incl. loader':46s} {ms(res['plain_step_s'])}   {res['plain_rows_per_s']:,.0f} rows/s")
+    print(f"{'training samples (positives, seen items)':46s} {res['train_samples_s']:8.2f} s   once per run")
+    print(f"{'valid rows + fixed negatives':46s} {res['valid_samples_s']:8.2f} s   once per run "
+          f"({res['valid_rows']:,} rows; test the same)")
+    print(f"{'one validation pass (Trainer.validate)':46s} {res['validation_pass_s']:8.2f} s   every epoch")
     print(f"{'lightning (the CLI Trainer), one step':46s} {ms(res['lightning_step_s'])}   "
           f"{res['lightning_rows_per_s']:,.0f} rows/s  (epoch: {res['lightning_step_s'] * res['batches_per_epoch']:.0f} s)")
 
