@@ -256,7 +256,9 @@ class RecDataModule(pl.LightningDataModule):
                     self.stream.load_state_dict(self._stream_state)
             return StreamPasses(self.stream, self.loader_steps, self._next_stream_pass)
         if self._train is None:
-            self._train, self._train_sampler = self.builder.train(self.kind), None
+            buckets = int(self.cfg.get("length_buckets") or 0) if self.kind == "seq" else 0
+            self._train = self.builder.train(self.kind, trim_columns=True) if buckets else self.builder.train(self.kind)
+            self._train_sampler = None
             if self._neg_sampler is not None and self._neg_count:
                 from .dataset import EpochKeyedBatchSampler, with_negatives
 
@@ -266,6 +268,11 @@ class RecDataModule(pl.LightningDataModule):
                                                              seed=self.seed, pad=True)
                 self._train = with_negatives(self._train, self._neg_sampler, self._neg_count, self.seed,
                                              self._train_sampler)
+            if buckets and self._train_sampler is None:  # (with pipeline negatives: their own batch order)
+                from .dataset import LengthBucketSampler
+
+                self._train_sampler = LengthBucketSampler(self._train.lengths, self.batch_size, buckets,
+                                                          seed=self.seed, pad=True)
         return self._loader(self._train, self.batch_size, shuffle=True, pad=True, steps=self.loader_steps,
                             sampler=self._train_sampler)
 

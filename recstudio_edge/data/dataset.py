@@ -102,13 +102,16 @@ class IndexBatchSampler:
     def _indices(self) -> torch.Tensor:
         return self.order(self.epoch)
 
-    def order(self, epoch: int) -> torch.Tensor:
-        """This rank's row ids for ``epoch`` in batch order: batch ``i`` is ``order[i*bs:(i+1)*bs]``."""
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """Every row id once, in this epoch's order (before the split across ranks)."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + int(epoch))
-            order = torch.randperm(self.size, generator=g)
-        else:
-            order = torch.arange(self.size)
+            return torch.randperm(self.size, generator=g)
+        return torch.arange(self.size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """This rank's row ids for ``epoch`` in batch order: batch ``i`` is ``order[i*bs:(i+1)*bs]``."""
+        order = self.epoch_order(epoch)
         rank, world = self._world()
         if world == 1:
             return order
@@ -131,6 +134,38 @@ class IndexBatchSampler:
         rank, world = self._world()
         n = math.ceil(self.size / world) if world > 1 else self.size
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+class LengthBucketSampler(IndexBatchSampler):
+    """``data.length_buckets``: training batches of rows of similar length, so that trimming a
+    batch's all-padding columns (``seq`` training batches) cuts most of the padding.
+
+    Per epoch, a seeded permutation of the rows is cut into pools of ``pool`` batches; each pool
+    is sorted by ``lengths`` (stable: ties stay in the permutation's order) and cut into batches;
+    the full batches of every pool are shuffled together and the one short batch (if any) comes
+    last, so ``order`` keeps ``IndexBatchSampler``'s layout (batch ``i`` = ``order[i*bs:(i+1)*bs]``)
+    and its split across ranks. Every row exactly once per epoch; ``pool=1`` is plain shuffling."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, pool: int, seed: int = 0, pad: bool = True):
+        super().__init__(int(lengths.numel()), batch_size, shuffle=True, seed=seed, pad=pad)
+        if int(pool) < 1:
+            raise ValueError(f"data.length_buckets must be >= 1 batches per pool (0: off), got {pool}")
+        self.lengths, self.pool = lengths.long(), int(pool)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed + int(epoch))
+        perm = torch.randperm(self.size, generator=g)
+        bs, span = self.batch_size, self.pool * self.batch_size
+        full, short = [], []
+        for s in range(0, self.size, span):
+            p = perm[s:s + span]
+            p = p[torch.argsort(self.lengths[p], stable=True)]
+            for b in range(0, p.numel(), bs):
+                (full if b + bs <= p.numel() else short).append(p[b:b + bs])
+        full = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
+        # the pools' short batches together at the end, cut again: only the very last may be short
+        tail = torch.cat(short) if short else perm[:0]
+        return torch.cat(full + [tail]) if full or short else perm
 
 
 class EpochKeyedBatchSampler(IndexBatchSampler):
@@ -348,7 +383,11 @@ class KindBuilder:
         return batch
 
     # -- training
-    def train(self, kind: str) -> BatchDataset:
+    def train(self, kind: str, trim_columns: bool = False) -> BatchDataset:
+        """The training dataset of ``kind``; ``trim_columns`` (``seq`` only): each batch drops the
+        columns that are padding in all its rows (``data.length_buckets``)."""
+        if kind == "seq":
+            return self._train_seq(trim_columns)
         return getattr(self, f"_train_{kind}")()
 
     def _train_mf(self) -> BatchDataset:
@@ -369,7 +408,7 @@ class KindBuilder:
 
         return BatchDataset(users.numel(), make)
 
-    def _train_seq(self) -> BatchDataset:
+    def _train_seq(self, trim_columns: bool = False) -> BatchDataset:
         ptr, items, L = self.train_ptr, self.train_items, self.L
         users = torch.nonzero(ptr[1:] - ptr[:-1] >= 2).flatten()
 
@@ -378,9 +417,15 @@ class KindBuilder:
             start, end = ptr[u], ptr[u + 1]
             seq, n = windows(items, start, end - 1, L)  # inputs: all but the last item
             tgt, _ = windows(items, start + 1, end, L)  # targets: shifted by one
+            if trim_columns:  # the columns that are padding in every row are cut (as in evaluation):
+                # positions are right-aligned, so the models compute the same thing on less padding
+                seq, n = trim(seq, n)
+                tgt = tgt[:, tgt.size(1) - seq.size(1):]
             return {"user_id": u, "seq": seq, "seq_len": n, "target_seq": tgt}
 
-        return BatchDataset(users.numel(), make)
+        ds = BatchDataset(users.numel(), make)
+        ds.lengths = (ptr[users + 1] - ptr[users] - 1).clamp(max=L)  # positions per row, for LengthBucketSampler
+        return ds
 
     def _train_mlm(self) -> BatchDataset:
         """BERT4Rec's Cloze task: mask each real item with probability ``mask_prob`` (padding

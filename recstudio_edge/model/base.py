@@ -14,6 +14,7 @@ Metric sums are reduced across processes, so DDP gives the same numbers as one p
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -26,6 +27,42 @@ from .fastloop import FastLoop, attached_trainer, single_optimizer
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "adagrad": torch.optim.Adagrad}
+SCHEDULERS = ("none", "cosine")
+
+
+def schedule_factor(step: int, total: int, warmup: float = 0.0, min_lr: float = 0.0) -> float:
+    """``train.scheduler: cosine``: the learning rate's factor at optimiser step ``step`` (0-based)
+    of ``total``: linear warm-up from ``1/w`` to 1 over the first ``w = round(warmup * total)``
+    steps, then a half cosine from 1 down to ``min_lr`` at the last step (and ``min_lr`` after)."""
+    w = int(round(float(warmup) * total))
+    if step < w:
+        return (step + 1) / w
+    span = max(total - w - 1, 1)
+    t = min(max(step - w, 0) / span, 1.0)
+    return float(min_lr) + (1.0 - float(min_lr)) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class StepSchedule:
+    """The learning-rate schedule as a pre-hook of the optimiser's ``step``: it sets every group's
+    lr to ``base * schedule_factor(step)`` before each step. No Lightning scheduler, so the model
+    keeps one optimiser and nothing else (the fast loop's ``@single_optimizer``, model/fastloop.py),
+    and the schedule follows the optimiser steps whichever loop takes them. The step count starts
+    at ``start()`` (the Trainer's ``global_step`` at the first step: a resumed run continues the
+    schedule where it stood)."""
+
+    def __init__(self, optimizer, total: int, warmup: float, min_lr: float, start=lambda: 0):
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.total, self.warmup, self.min_lr, self.start = int(total), float(warmup), float(min_lr), start
+        self.step = None
+        self.handle = optimizer.register_step_pre_hook(self)
+
+    def __call__(self, optimizer, args, kwargs):
+        if self.step is None:
+            self.step = int(self.start())
+        f = schedule_factor(self.step, self.total, self.warmup, self.min_lr)
+        for g, base in zip(optimizer.param_groups, self.base):
+            g["lr"] = base * f
+        self.step += 1
 
 
 class Recommender(FastLoop, pl.LightningModule):
@@ -43,12 +80,20 @@ class Recommender(FastLoop, pl.LightningModule):
     def __init__(self, num_users: int, num_items: int, lr: float = 1e-3, weight_decay: float = 0.0,
                  optimizer: str = "adam", topk: Sequence[int] = (10, 20),
                  metrics: Sequence[str] = ("recall", "ndcg", "precision", "map", "mrr", "hit"),
-                 mask_history: bool = True, max_seq_len: int = 50):
+                 mask_history: bool = True, max_seq_len: int = 50, scheduler: str = "none",
+                 warmup: float = 0.0, min_lr: float = 0.0):
         super().__init__()
-        if optimizer.lower() not in OPTIMIZERS:
-            from ..names import did_you_mean
+        from ..names import did_you_mean
 
+        if optimizer.lower() not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}: {did_you_mean(optimizer, OPTIMIZERS)}")
+        self.scheduler = str(scheduler or "none").lower()
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown train.scheduler {scheduler!r}: {did_you_mean(self.scheduler, SCHEDULERS)}")
+        if not 0.0 <= float(warmup) < 1.0 or not 0.0 <= float(min_lr) <= 1.0:
+            raise ValueError(f"train.warmup must be in [0, 1) (a share of the training steps), got {warmup}; "
+                             f"train.min_lr in [0, 1] (a share of train.lr), got {min_lr}")
+        self.warmup, self.min_lr = float(warmup), float(min_lr)
         self.num_users, self.num_items = int(num_users), int(num_items)
         self.lr, self.weight_decay, self.optimizer_name = float(lr), float(weight_decay), optimizer.lower()
         self.topk = sorted(int(k) for k in topk)
@@ -102,7 +147,15 @@ class Recommender(FastLoop, pl.LightningModule):
             # torch's fused Adam (CPU and CUDA): same update, one kernel per step instead of a
             # dozen elementwise passes; BPR on ml-1m trains ~1.4x faster with it on 2 cores
             kwargs["fused"] = True
-        return OPTIMIZERS[self.optimizer_name](params, **kwargs)
+        opt = OPTIMIZERS[self.optimizer_name](params, **kwargs)
+        if self.scheduler != "none":
+            trainer = attached_trainer(self)
+            if trainer is None:
+                raise RuntimeError(f"train.scheduler={self.scheduler}: the schedule spans the fit's optimiser "
+                                   f"steps, which only a Trainer knows (configure_optimizers outside a fit)")
+            self._schedule = StepSchedule(opt, trainer.estimated_stepping_batches, self.warmup, self.min_lr,
+                                          start=lambda: trainer.global_step)
+        return opt
 
     def compute_loss(self, batch) -> torch.Tensor:  # pragma: no cover - towers implement it
         raise NotImplementedError

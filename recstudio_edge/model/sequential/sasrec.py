@@ -23,8 +23,10 @@ class SASRec(ItemTower):
     default_loss = "softmax"
 
     def __init__(self, num_items: int, embed_dim: int = 64, num_blocks: int = 2, num_heads: int = 1,
-                 inner_dim: int = 64, dropout: float = 0.1, activation: str = "relu", **base):
+                 inner_dim: int = 64, dropout: float = 0.1, activation: str = "relu",
+                 position_weighted: bool = False, **base):
         super().__init__(num_items=num_items, embed_dim=embed_dim, **base)
+        self.position_weighted = bool(position_weighted)
         self.encoder = TransformerStack(embed_dim, self.max_seq_len, num_blocks, num_heads, inner_dim, dropout,
                                         activation, mask="causal")
         self.scale = math.sqrt(embed_dim)
