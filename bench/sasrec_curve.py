@@ -220,6 +220,7 @@ def plot(path, res):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default="before,after")
+    ap.add_argument("--curves", default=None, help="variants with a curve (default: --variants); the rest get the breakdown only")
     ap.add_argument("--variant", action="append", default=[], help="NAME='{json overrides}' (repeatable)")
     ap.add_argument("--budget", type=float, default=1800.0, help="training budget per variant, s (default 1800)")
     ap.add_argument("--budgets", default="", help="per variant: name=S,name=S (overrides --budget)")
@@ -260,7 +261,7 @@ def main(argv=None):
     if not a.no_breakdown and not a.breakdown_last:
         breakdown()
     if not a.breakdown_only and not a.no_curves:
-        for name in names:
+        for name in (a.curves.split(",") if a.curves else names):
             budget = budgets.get(name, a.budget)
             spec = {"task": "train", "model": "SASRec", "dataset": "ml-1m", "data_dir": str(OURS_DATA),
                     "threads": a.threads, "probe_test": True, "probe_every": 0, "time_budget_s": budget,
