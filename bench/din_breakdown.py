@@ -129,8 +129,14 @@ def part_times(model, batch, repeat: int):
     }
     if hasattr(enc, "forward_table"):  # this tree computes seq_trans once per table row
         table = emb.weight.detach()
-        parts[f"history encoder on the table ({table.size(0):,} rows), gathered"] = fwd_bwd(
-            lambda a, tab: enc.forward_table(a, tab, seq, seq), t, table)
+        try:  # and reads each history a positive and its negatives share once
+            from recstudio_edge.model.layers import batch_histories
+
+            hist = batch_histories(batch)
+        except ImportError:
+            hist = seq
+        parts[f"history encoder on the table ({table.size(0):,} rows), {hist.size(0)} histories"] = fwd_bwd(
+            lambda a, tab: enc.forward_table(a, tab, hist, hist), t, table)
     parts["classifier"] = fwd_bwd(net.classifier, feats)
     logits = model.score(batch).detach()
     parts["loss (BCE)"] = fwd_bwd(lambda z: F.binary_cross_entropy_with_logits(z, batch["label"].float()), logits)
