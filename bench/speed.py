@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of recstudio_edge against RecBole 1.2.1, measured back to back in one sitting.
 
-usage: python bench/speed.py [--quick] [--threads N] [--passive] [--only parse,bpr,seq]
+usage: python bench/speed.py [--quick] [--threads N] [--passive] [--only parse,bpr,seq] [--bpr-data synth-1m,ml-1m]
 
 Rows (ours vs RecBole, ratio):
   parse + split of 1M interactions (synth-1m, real ml-1m): cold (cache off) and from our cache;
@@ -83,6 +83,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads on BOTH sides (default 1)")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE on both sides")
     ap.add_argument("--only", default="parse,bpr,seq", help="comma list of parse,bpr,seq")
+    ap.add_argument("--bpr-data", default="synth-1m,ml-1m",
+                    help="comma list of the BPR (and parse) datasets, synth-1m,ml-1m (default both)")
     ap.add_argument("--reps", type=int, default=None, help="fresh processes per parse measurement (default 3; quick 1)")
     ap.add_argument("--seq-peer-batches", type=int, default=None, help="RecBole batches for SASRec/GRU4Rec (default 20)")
     ap.add_argument("--seq-epochs", type=int, default=None, help="our full epochs for SASRec/GRU4Rec (default 2)")
@@ -109,7 +111,10 @@ def main(argv=None):
         seq_runs = [("SASRec", "SASRec", {})]
         seq_epochs, peer_batches, seq_ds, seq_dir = a.seq_epochs or 1, a.seq_peer_batches or 2, "ml-100k", PEER_DATA
     else:
-        datasets = [("synth-1m", PEER_DATA), ("ml-1m", OURS_DATA)]
+        wanted = [d.strip() for d in a.bpr_data.split(",") if d.strip()]
+        datasets = [(n, d) for n, d in (("synth-1m", PEER_DATA), ("ml-1m", OURS_DATA)) if n in wanted]
+        if not datasets:
+            ap.error(f"--bpr-data {a.bpr_data!r}: name synth-1m and/or ml-1m")
         reps, bpr_epochs = a.reps or 3, 5
         # SASRec twice: our default (L=200) and L=50 (RecBole's MAX_ITEM_LIST_LENGTH) with eval batch 512
         seq_runs = [("SASRec", "SASRec", {}),

@@ -114,6 +114,7 @@ class FastLoop:
             # train_grads where it gives them (the same values, without an autograd graph)
             raw, before, after = opt.optimizer, opt._on_before_step, opt._on_after_step
             grads = self.train_grads if direct[1] else None
+            adam = FusedAdamStep.of(raw)
             for b in batches:
                 raw.zero_grad(set_to_none=True)
                 loss = grads(b) if grads is not None else None
@@ -121,7 +122,8 @@ class FastLoop:
                     loss = self.compute_loss(b)
                     loss.backward()
                 before()
-                raw.step()
+                if adam is None or not adam.step():
+                    raw.step()
                 after()
                 losses.append(loss.detach())
                 sizes.append(batch_rows(b))
@@ -193,6 +195,65 @@ def direct_steps(module, trainer: "pl.Trainer") -> bool:
     return not any(is_overridden(h, cb, parent=pl.Callback) for cb in trainer.callbacks for h in callback_hooks)
 
 
+class FusedAdamStep:
+    """``optimizer.step()`` of a ``torch.optim.Adam`` / ``AdamW`` with ``fused=True`` on the CPU as
+    the one kernel call it comes down to (``torch._fused_adam_`` / ``_fused_adamw_`` after the
+    ``step`` counters' increment, what ``torch.optim.adam._fused_adam`` does), without the ~30 us
+    of Python around it (step hooks, profiler records, grad-mode switch, per-step state lists):
+    the same update to the bit (tests). ``of(optimizer)`` gives None unless every group is plain
+    (fused, float lr, no amsgrad / capturable / differentiable, no gradient scaler), no step hook
+    is registered (the optimiser's or the global ones) and every parameter's state exists (after
+    the first ordinary step); ``step()`` returns False, having done nothing, when a parameter
+    lacks a gradient or is not a float32 CPU tensor (then ``optimizer.step()`` runs). Built once
+    per fast training step, so a change of ``lr`` or betas between calls is seen."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, groups):
+        self.groups = groups
+
+    @classmethod
+    def of(cls, opt) -> Optional["FusedAdamStep"]:
+        from torch.optim import optimizer as optim_mod
+
+        if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
+            return None
+        if (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks or optim_mod._global_optimizer_pre_hooks
+                or optim_mod._global_optimizer_post_hooks):
+            return None
+        if getattr(opt, "grad_scale", None) is not None or getattr(opt, "found_inf", None) is not None:
+            return None
+        groups = []
+        for g in opt.param_groups:
+            if not g.get("fused") or g.get("amsgrad") or g.get("capturable") or g.get("differentiable"):
+                return None
+            if not isinstance(g["lr"], float) or any(torch.is_tensor(b) for b in g["betas"]):
+                return None
+            states = [opt.state.get(p) for p in g["params"]]
+            if any(not st or "exp_avg" not in st or "exp_avg_sq" not in st or "step" not in st for st in states):
+                return None
+            fn = torch._fused_adamw_ if g.get("decoupled_weight_decay") or type(opt) is torch.optim.AdamW \
+                else torch._fused_adam_
+            groups.append((g, g["params"], [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+                           [st["step"] for st in states], fn))
+        return cls(groups)
+
+    def step(self) -> bool:
+        for _, params, _, _, _, _ in self.groups:
+            for p in params:
+                if p.grad is None or p.device.type != "cpu" or p.dtype != torch.float32 or p.grad.is_sparse:
+                    return False
+        for g, params, exp_avgs, exp_avg_sqs, steps, fn in self.groups:
+            if not params:
+                continue
+            beta1, beta2 = g["betas"]
+            torch._foreach_add_(steps, 1)
+            fn(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=g["lr"],
+               beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
+               grad_scale=None, found_inf=None)
+        return True
+
+
 def direct_grads(module) -> bool:
     """True when the direct steps may let ``module.train_grads`` set the gradients: it overrides
     ``FastLoop.train_grads`` and no parameter has a gradient hook (``register_hook``,
@@ -262,5 +323,5 @@ def _check_fit(module) -> None:
                            f"learning-rate schedulers: remove the mark (Lightning's automatic loop then runs)")
 
 
-__all__ = ["FastLoop", "attached_trainer", "single_optimizer", "fits", "switch", "is_on", "direct_steps", "direct_grads",
+__all__ = ["FastLoop", "attached_trainer", "single_optimizer", "fits", "switch", "is_on", "direct_steps", "direct_grads", "FusedAdamStep",
            "AUTOMATIC_ONLY_HOOKS", "PER_BATCH_HOOKS", "DIRECT_SKIPPED_HOOKS"]

@@ -163,3 +163,36 @@ def test_a_gradient_hook_keeps_autograd(tmp_path):
     other.user_emb.weight.register_post_accumulate_grad_hook(lambda p: None)
     assert not direct_grads(other)
     assert not direct_grads(create_model("Pop", num_users=10, num_items=30))  # no train_grads of its own
+
+
+@pytest.mark.parametrize("cls,kw", [(torch.optim.Adam, {}), (torch.optim.Adam, {"weight_decay": 0.01, "maximize": True}),
+                                    (torch.optim.AdamW, {"weight_decay": 0.05, "betas": (0.8, 0.99), "eps": 1e-6})])
+def test_the_fused_adam_step_is_the_optimisers_step_to_the_bit(cls, kw):
+    from recstudio_edge.model.fastloop import FusedAdamStep
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(7, 4, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    a, b = cls(ours, lr=0.01, fused=True, **kw), cls(ref, lr=0.01, fused=True, **kw)
+    assert FusedAdamStep.of(a) is None  # no state before the first ordinary step
+    for step in range(6):
+        grads = [torch.randn(p.shape, generator=g) for p in ours]
+        for p, r, gr in zip(ours, ref, grads):
+            p.grad, r.grad = gr.clone(), gr.clone()
+        fast = FusedAdamStep.of(a)
+        if step == 0:
+            a.step()
+        else:
+            assert fast is not None and fast.step()
+        b.step()
+        for p, r in zip(ours, ref):
+            assert torch.equal(p, r)
+        for sa, sb in zip(a.state.values(), b.state.values()):
+            assert all(torch.equal(sa[k], sb[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+    ours[1].grad = None  # a parameter without a gradient: left to optimizer.step()
+    assert not FusedAdamStep.of(a).step()
+    a.register_step_post_hook(lambda *args: None)
+    assert FusedAdamStep.of(a) is None
+    amsgrad = torch.optim.Adam(ref, lr=0.01, fused=True, amsgrad=True)
+    amsgrad.step()
+    assert FusedAdamStep.of(amsgrad) is None and FusedAdamStep.of(torch.optim.SGD(ref, lr=0.1)) is None
