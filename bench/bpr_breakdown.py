@@ -5,15 +5,18 @@ usage: python bench/bpr_breakdown.py [--threads 1] [--epochs 3] [--data-dir <BEN
 
 Times one training epoch (median of --epochs) of:
   lightning                 recstudio_edge as the CLI runs it: wiring.connect, Trainer.fit, validation
-                            off (the fused BPR kernel, the fast loop: model/fastloop.py);
+                            off (the fused BPR kernel, the fast loop with its direct steps:
+                            model/fastloop.py, train.steps_per_call from BPR.yaml);
   lightning, automatic loop the same with Lightning's automatic optimisation (forced by an
                             ``optimizer_step`` override): the cost of its closure and hooks;
   lightning, generic path   ``model.fused=false``: the tower's autograd path instead of the kernel;
   manual ...                the same model, data module and optimiser in a plain Python loop
                             (compute_loss, zero_grad, backward, step): Lightning's cost is the
-                            difference; with the kernel or the generic path; forward + backward
-                            only; sparse embeddings + torch.optim.SparseAdam (generic path; lazy
-                            Adam, so not numerically the same optimiser).
+                            difference; with the kernel or the generic path; with the direct
+                            steps' train_grads (no autograd graph) and fused Adam step; forward +
+                            backward (or train_grads) only; sparse embeddings +
+                            torch.optim.SparseAdam (generic path; lazy Adam, so not numerically
+                            the same optimiser).
 Only timing; nothing in recstudio_edge is changed (the variants patch the model object here).
 """
 from __future__ import annotations
@@ -45,15 +48,23 @@ def build(data_dir, threads):
     return runner, cfg, cls, dm
 
 
-def manual_epoch(model, dm, opt, step=True):
+def manual_epoch(model, dm, opt, step=True, direct=False):
+    """One epoch of a plain loop; ``direct``: the fast loop's direct steps (the model's train_grads,
+    no autograd graph, and the fused Adam step as one kernel call: model/fastloop.py)."""
+    from recstudio_edge.model.fastloop import FusedAdamStep
+
     model.train()
     t = time.perf_counter()
     for idx, batch in enumerate(dm.train_dataloader()):
-        loss = model.compute_loss(batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = model.train_grads(batch) if direct else None
+        if loss is None:
+            loss = model.compute_loss(batch)
+            loss.backward()
         if step:
-            opt.step()
+            fused = FusedAdamStep.of(opt) if direct else None
+            if fused is None or not fused.step():
+                opt.step()
     return time.perf_counter() - t
 
 
@@ -116,13 +127,15 @@ def main(argv=None):
         m.fused = False
         return m
 
-    for name, make_model, step in (
-            ("manual, fused kernel", fresh, True),
-            ("manual, generic path", generic_model, True),
-            ("manual, fused kernel, forward+backward only", fresh, False)):
+    for name, make_model, step, direct in (
+            ("manual, fused kernel", fresh, True, False),
+            ("manual, train_grads + fused Adam step", fresh, True, True),
+            ("manual, generic path", generic_model, True, False),
+            ("manual, fused kernel, forward+backward only", fresh, False, False),
+            ("manual, train_grads only (no optimiser)", fresh, False, True)):
         m = make_model()
         opt = m.configure_optimizers()
-        res[name] = [manual_epoch(m, dm, opt, step) for _ in range(a.epochs)]
+        res[name] = [manual_epoch(m, dm, opt, step, direct) for _ in range(a.epochs)]
 
     m = generic_model()
     for emb in (m.user_emb, m.item_emb):

@@ -323,5 +323,5 @@ def _check_fit(module) -> None:
                            f"learning-rate schedulers: remove the mark (Lightning's automatic loop then runs)")
 
 
-__all__ = ["FastLoop", "attached_trainer", "single_optimizer", "fits", "switch", "is_on", "direct_steps", "direct_grads", "FusedAdamStep",
-           "AUTOMATIC_ONLY_HOOKS", "PER_BATCH_HOOKS", "DIRECT_SKIPPED_HOOKS"]
+__all__ = ["FastLoop", "attached_trainer", "single_optimizer", "fits", "switch", "is_on", "direct_steps", "direct_grads",
+           "FusedAdamStep", "AUTOMATIC_ONLY_HOOKS", "PER_BATCH_HOOKS", "DIRECT_SKIPPED_HOOKS"]

@@ -165,7 +165,8 @@ def test_a_gradient_hook_keeps_autograd(tmp_path):
     assert not direct_grads(create_model("Pop", num_users=10, num_items=30))  # no train_grads of its own
 
 
-@pytest.mark.parametrize("cls,kw", [(torch.optim.Adam, {}), (torch.optim.Adam, {"weight_decay": 0.01, "maximize": True}),
+@pytest.mark.parametrize("cls,kw", [(torch.optim.Adam, {}),
+                                    (torch.optim.Adam, {"weight_decay": 0.01, "maximize": True}),
                                     (torch.optim.AdamW, {"weight_decay": 0.05, "betas": (0.8, 0.99), "eps": 1e-6})])
 def test_the_fused_adam_step_is_the_optimisers_step_to_the_bit(cls, kw):
     from recstudio_edge.model.fastloop import FusedAdamStep
