@@ -68,9 +68,18 @@ def run_cli(tree: Path, tag: str, args, res_dir: Path, model: str, extra, timeou
 
 
 def test_metric(res, key):
+    """A test metric of a run; ``auc_tail`` / ``auc_head``: the mean AUC of groups 0 and 1 / of the
+    top group (as groups.txt reports them)."""
     m = res.get("metrics") or {}
     test = m.get("test", m)
-    return test.get(key) if isinstance(test, dict) else None
+    if not isinstance(test, dict):
+        return None
+    groups = sorted(int(k[5:]) for k in test if k.startswith("auc_g"))
+    if key == "auc_tail" and len(groups) > 1:
+        return round((test["auc_g0"] + test["auc_g1"]) / 2, 4)
+    if key == "auc_head" and groups:
+        return test[f"auc_g{groups[-1]}"]
+    return test.get(key)
 
 
 def main(argv=None):
@@ -99,7 +108,7 @@ def main(argv=None):
     out = {"machine": mach, "threads": a.threads, "trees": {k: str(v) for k, v in trees.items()}, "runs": {}}
 
     for name, tree in trees.items():  # DIN first (the cheapest), then the trunks, then the whole run
-        r = run_cli(tree, f"{name}_DIN", a, res_dir, "DIN", ["--epochs=2"], a.timeout)
+        r = run_cli(tree, f"{name}_DIN-model", a, res_dir, "DIN", ["--epochs=2"], a.timeout)
         out["runs"][f"{name}/DIN model"] = r
         print(f"{name:6s} DIN 2 epochs: {r.get('epochs_s')} s/epoch, wall {r['proc']['wall_s']} s", flush=True)
         trunks = a.trunks if name == "after" or not a.before_trunks else a.before_trunks
