@@ -300,7 +300,9 @@ def test_real_experiment_with_a_failing_trial(tmp_path):
 def test_ctrl_c_stops_the_experiment_and_its_manager(tmp_path):
     pytest.importorskip("nni")
     port, since = free_port(), time.time()
-    proc = start_tune(tmp_path, port, "--tuner=Random", "--max_trials=4", "--epochs=200",
+    # trials far longer than the signal takes to arrive (with the fast loop, 200 of these tiny BPR epochs
+    # could end the whole experiment first)
+    proc = start_tune(tmp_path, port, "--tuner=Random", "--max_trials=4", "--epochs=20000",
                       "--eval.patience=1000")
     try:
         def a_trial_runs():
