@@ -305,9 +305,9 @@ def test_ctrl_c_stops_the_experiment_and_its_manager(tmp_path):
     proc = start_tune(tmp_path, port, "--tuner=Random", "--max_trials=4", "--epochs=20000",
                       "--eval.patience=1000")
     try:
-        def a_trial_runs():
-            found = list((tmp_path / "out").glob("BPR/synthetic/tune-*/trials/*/run.log"))
-            return bool(found)
+        def a_trial_runs():  # the manager has started (its start returned: the line after it) and a trial runs
+            started = "nni: experiment" in (tmp_path / "tune.log").read_text()
+            return started and bool(list((tmp_path / "out").glob("BPR/synthetic/tune-*/trials/*/run.log")))
 
         watch(proc, port, timeout=80, until=a_trial_runs)
         assert proc.poll() is None and a_trial_runs(), (tmp_path / "tune.log").read_text()[-3000:]
