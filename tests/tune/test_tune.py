@@ -228,7 +228,14 @@ def start_tune(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "run.py"), "-m=BPR", "--mode=tune", f"--port={port}",
            f"--data_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}", "--epochs=2", *TINY, *extra]
     return subprocess.Popen(cmd, cwd=str(tmp_path), env=env, stdout=open(tmp_path / "tune.log", "w"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=deliverable_sigint)
+
+
+def deliverable_sigint() -> None:
+    """In the child before it runs: SIGINT unblocked and at its default, as a shell starts a command
+    (a signal mask or disposition left by an earlier test of the session is inherited otherwise)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def watch(proc: subprocess.Popen, port: int, timeout: float, until=None):
