@@ -202,7 +202,7 @@ def test_training_tanh_is_torch_tanh():
     x = torch.cat([torch.linspace(-30, 30, 20001), torch.tensor([0.0, 1e-8, -1e-6, float("inf"), -float("inf")])])
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = tanh(a), torch.tanh(b)
-    assert (ya - yb).abs().max().item() < 2e-7 and ya.grad_fn is not yb.grad_fn
+    assert (ya - yb).abs().max().item() < 2e-7 and ya.grad_fn.name() == "_SigmoidTanhBackward"  # the fast path ran
     g = torch.randn_like(x)
     ya.backward(g)
     yb.backward(g)

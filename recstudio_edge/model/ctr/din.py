@@ -22,7 +22,7 @@ from torch import nn
 from ...edge.modules import EdgeStages, Probability
 from ...edge.protocol import EdgeParts, Part, history, ids, probability
 from ...registry import register_model
-from ..layers import MLP, Tanh, TargetAttentionEncoder, batch_histories, pair_features
+from ..layers import MLP, Tanh, TargetAttentionEncoder, batch_histories, padded_table, pair_features
 from ..towers import TowerFree
 
 
@@ -50,9 +50,8 @@ class DINFeatures(nn.Module):
         mode = self.history_mode
         if mode == "auto":
             mode = "table" if weight.size(0) < seq.numel() else "rows"
-        if mode == "table":  # row 0 is padding: zero, and no gradient, as nn.Embedding keeps it
-            table = torch.cat([weight.new_zeros(1, weight.size(1)), weight[1:]])
-            a = self.encoder.forward_table(t, table, seq, seq)
+        if mode == "table":
+            a = self.encoder.forward_table(t, padded_table(weight), seq, seq)
         else:
             a = self.encoder(t, self.item_emb(seq), seq)
         return pair_features(t, a, self.product)

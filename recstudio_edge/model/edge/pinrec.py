@@ -66,7 +66,7 @@ from ...edge.protocol import EdgeParts, Part, TensorSpec, history, ids, probabil
 from ...names import did_you_mean
 from ...registry import register_model
 from ..layers import (MLP, GRUStack, Tanh, TargetAttentionEncoder, TransformerStack, batch_histories, check_repeats,
-                      pair_features, tanh)
+                      padded_table, pair_features, tanh)
 from ..towers import TowerFree
 
 TRUNKS = ("DIN", "SASRec", "GRU4Rec")
@@ -311,7 +311,7 @@ class PINRecFeatures(nn.Module):
         the padding row 0 enters as zeros and gets no gradient, as in ``nn.Embedding``."""
         weight = self.item_emb.weight
         site = self.plugins["embedding"]
-        table = torch.cat([weight.new_zeros(1, weight.size(1)), weight[1:]])  # row 0: padding, no gradient
+        table = padded_table(weight)
         if group is None:
             return site(table, None), None
         return site.all_groups(table).reshape(-1, weight.size(1)), group * weight.size(0)

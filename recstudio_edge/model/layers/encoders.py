@@ -140,6 +140,13 @@ def batch_histories(batch) -> torch.Tensor:
     return base
 
 
+def padded_table(weight: torch.Tensor) -> torch.Tensor:
+    """An embedding table with its padding row 0 as zeros that get no gradient, as ``nn.Embedding``
+    with ``padding_idx=0`` keeps it: the table the table paths (``forward_table``, PINRec's site
+    table) compute on and gather from."""
+    return torch.cat([weight.new_zeros(1, weight.size(1)), weight[1:]])
+
+
 def check_repeats(rows: torch.Tensor, base: torch.Tensor) -> None:
     """A ``ValueError`` unless ``rows`` is ``base`` repeated along the first axis
     (``rows == base.repeat(R, ...)``)."""
@@ -149,4 +156,4 @@ def check_repeats(rows: torch.Tensor, base: torch.Tensor) -> None:
                          f"repeated (batch['seq_unique'] must satisfy seq == seq_unique.repeat(R, 1))")
 
 
-__all__ = ["TargetAttentionEncoder", "TransformerStack", "GRUStack", "pair_features", "batch_histories", "check_repeats"]
+__all__ = ["TargetAttentionEncoder", "TransformerStack", "GRUStack", "pair_features", "batch_histories", "check_repeats", "padded_table"]
